@@ -1,0 +1,16 @@
+"""lightning-zoo's pure-PyTorch room: architectures, the registry and weights (no Lightning)."""
+
+from zoo import classification  # noqa: F401  (registers the classification families)
+from zoo._registry import ModelInfo, create_model, list_models, model_info, register_model
+from zoo.classification import Classifier, FeatureInfo
+
+__all__ = [
+    "Classifier",
+    "FeatureInfo",
+    "ModelInfo",
+    "create_model",
+    "list_models",
+    "model_info",
+    "register_model",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,61 @@
+"""Network in Network (Lin et al., 2013) as the course builds it (Section 8.3)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from torch import nn
+
+from zoo._registry import register_model
+from zoo.classification._base import Classifier, FeatureInfo
+from zoo.layers import nin_block
+
+__all__ = ["NiN", "nin"]
+
+
+class NiN(Classifier):
+    """NiN has no dense layers: its last NiN block emits one channel per class, and global average
+    pooling turns each channel into a logit. ``fc`` is that block, so ``reset_classifier`` and
+    fine-tuning work as for any other family."""
+
+    def _make_fc(self, num_classes: int) -> nn.Module:
+        if num_classes == 0:
+            return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        return nn.Sequential(
+            nin_block(self.num_features, num_classes, kernel_size=3, stride=1, padding=1),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
+
+    def forward_head(self, x, pre_logits: bool = False):
+        """``pre_logits`` returns the globally pooled ``[B, 384]`` features."""
+        x = self.pre_logits(x)
+        if pre_logits:
+            return x.mean(dim=(2, 3))
+        return self.fc(x)
+
+
+@register_model(task="classification", input_size=(3, 224, 224))
+def nin(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, **kwargs) -> NiN:
+    """NiN: three NiN blocks with max-pooling, dropout, a class-wise NiN block, global pooling."""
+    features = nn.Sequential(
+        OrderedDict(
+            {
+                "block1": nin_block(in_channels, 96, kernel_size=11, stride=4, padding=0),
+                "block2": nn.Sequential(
+                    nn.MaxPool2d(3, 2), nin_block(96, 256, kernel_size=5, stride=1, padding=2)
+                ),
+                "block3": nn.Sequential(
+                    nn.MaxPool2d(3, 2), nin_block(256, 384, kernel_size=3, stride=1, padding=1)
+                ),
+                "pool": nn.MaxPool2d(3, 2),
+            }
+        )
+    )
+    info = [
+        FeatureInfo("block1", 96, 4),
+        FeatureInfo("block2", 256, 8),
+        FeatureInfo("block3", 384, 16),
+        FeatureInfo("pool", 384, 32),
+    ]
+    return NiN(features, nn.Dropout(dropout), 384, num_classes, in_channels, info, **kwargs)

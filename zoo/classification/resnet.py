@@ -1,0 +1,103 @@
+"""ResNet (He et al., 2016) from the course's residual blocks (Section 8.6)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from torch import nn
+
+from zoo._registry import register_model
+from zoo.classification._base import Classifier, FeatureInfo
+from zoo.layers import BasicBlock, Bottleneck, Conv2dNormActivation
+
+__all__ = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+
+
+def _stage(
+    block: type[BasicBlock | Bottleneck], in_channels: int, channels: int, depth: int, stride: int
+):
+    blocks = [block(in_channels, channels, stride)]
+    blocks += [block(channels * block.expansion, channels) for _ in range(depth - 1)]
+    return nn.Sequential(*blocks)
+
+
+def _build_resnet(
+    block: type[BasicBlock | Bottleneck],
+    layers: Sequence[int],
+    *,
+    num_classes: int,
+    in_channels: int,
+    zero_init_residual: bool = False,
+    **kwargs,
+) -> Classifier:
+    """Stem (7x7/2 conv-BN-ReLU, 3x3/2 max-pool), four stages of residual blocks, global pool.
+
+    ``zero_init_residual`` starts every block's last BN at zero so each block begins as the
+    identity (Goyal et al., 2017), which helps large-batch training.
+    """
+    stem = nn.Sequential(
+        Conv2dNormActivation(in_channels, 64, kernel_size=7, stride=2, padding=3),
+        nn.MaxPool2d(3, stride=2, padding=1),
+    )
+    stages: dict[str, nn.Module] = {"stem": stem}
+    info = []
+    channels_in = 64
+    for i, (depth, width) in enumerate(zip(layers, (64, 128, 256, 512), strict=True), start=1):
+        stride = 1 if i == 1 else 2
+        stages[f"layer{i}"] = _stage(block, channels_in, width, depth, stride)
+        channels_in = width * block.expansion
+        info.append(FeatureInfo(f"layer{i}", channels_in, 2 ** (i + 1)))
+    pre_logits = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+    model = Classifier(
+        nn.Sequential(OrderedDict(stages)),
+        pre_logits,
+        channels_in,
+        num_classes,
+        in_channels,
+        info,
+        **kwargs,
+    )
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and kwargs.get("init", "default") == "default":
+            # torchvision's ResNet initialisation (He et al., 2015): PyTorch's default is tuned
+            # for no normalisation and trains these deep stacks more slowly.
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+    if zero_init_residual:
+        for module in model.modules():
+            last_bn = getattr(module, "bn3" if isinstance(module, Bottleneck) else "bn2", None)
+            if isinstance(module, (BasicBlock, Bottleneck)) and last_bn is not None:
+                nn.init.zeros_(last_bn.weight)
+    return model
+
+
+_ARCHS = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2)),
+    "resnet34": (BasicBlock, (3, 4, 6, 3)),
+    "resnet50": (Bottleneck, (3, 4, 6, 3)),
+    "resnet101": (Bottleneck, (3, 4, 23, 3)),
+    "resnet152": (Bottleneck, (3, 8, 36, 3)),
+}
+
+
+def _variant(name: str):
+    block, layers = _ARCHS[name]
+
+    def builder(*, num_classes: int = 1000, in_channels: int = 3, **kwargs) -> Classifier:
+        return _build_resnet(
+            block, layers, num_classes=num_classes, in_channels=in_channels, **kwargs
+        )
+
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = (
+        f"ResNet-{name[6:]}: {block.__name__} stages of depth {layers} (Section 8.6). "
+        "Keyword arguments: ``zero_init_residual``, ``init``."
+    )
+    return register_model(task="classification", input_size=(3, 224, 224))(builder)
+
+
+resnet18 = _variant("resnet18")
+resnet34 = _variant("resnet34")
+resnet50 = _variant("resnet50")
+resnet101 = _variant("resnet101")
+resnet152 = _variant("resnet152")

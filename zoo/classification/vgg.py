@@ -1,0 +1,108 @@
+"""VGG (Simonyan & Zisserman, 2015) built from the course's VGG block (Section 8.2)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+
+from torch import nn
+
+from zoo._registry import register_model
+from zoo.classification._base import Classifier, FeatureInfo
+from zoo.layers import vgg_block
+
+__all__ = [
+    "VGG_ARCHS",
+    "vgg11",
+    "vgg11_bn",
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg16_bn",
+    "vgg19",
+    "vgg19_bn",
+]
+
+# (number of convolutions, output channels) per block, from Table 1 of the paper (A, B, D, E).
+VGG_ARCHS: dict[str, tuple[tuple[int, int], ...]] = {
+    "vgg11": ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512)),
+    "vgg13": ((2, 64), (2, 128), (2, 256), (2, 512), (2, 512)),
+    "vgg16": ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512)),
+    "vgg19": ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512)),
+}
+
+
+def _build_vgg(
+    arch: Sequence[tuple[int, int]],
+    *,
+    num_classes: int,
+    in_channels: int,
+    batch_norm: bool,
+    width_divisor: int = 1,
+    dropout: float = 0.5,
+    **kwargs,
+) -> Classifier:
+    """Five VGG blocks (stride 2 each), a 7x7 adaptive pool and the 4096-4096 dense head.
+
+    ``width_divisor`` divides every block's channels: the course trains VGG-11 on Fashion-MNIST
+    with ``4`` to keep it affordable (Section 8.2.3).
+    """
+    if width_divisor < 1:
+        raise ValueError(f"width_divisor must be >= 1, got {width_divisor}")
+    stages: dict[str, nn.Module] = {}
+    info = []
+    channels = in_channels
+    for i, (num_convs, width) in enumerate(arch, start=1):
+        width //= width_divisor
+        stages[f"block{i}"] = vgg_block(num_convs, channels, width, batch_norm)
+        info.append(FeatureInfo(f"block{i}", width, 2**i))
+        channels = width
+    pre_logits = nn.Sequential(
+        nn.AdaptiveAvgPool2d(7),
+        nn.Flatten(),
+        nn.Linear(channels * 7 * 7, 4096),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(4096, 4096),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+    )
+    return Classifier(
+        nn.Sequential(OrderedDict(stages)),
+        pre_logits,
+        4096,
+        num_classes,
+        in_channels,
+        info,
+        **kwargs,
+    )
+
+
+def _variant(name: str, batch_norm: bool):
+    def builder(*, num_classes: int = 1000, in_channels: int = 3, **kwargs) -> Classifier:
+        return _build_vgg(
+            VGG_ARCHS[name],
+            num_classes=num_classes,
+            in_channels=in_channels,
+            batch_norm=batch_norm,
+            **kwargs,
+        )
+
+    depth = name[3:]
+    builder.__name__ = builder.__qualname__ = name + ("_bn" if batch_norm else "")
+    builder.__doc__ = (
+        f"VGG-{depth}{' with batch norm after every convolution' if batch_norm else ''} "
+        f"(configuration {VGG_ARCHS[name]}, Section 8.2). "
+        "Keyword arguments: ``width_divisor``, ``dropout``, ``init``."
+    )
+    return register_model(task="classification", input_size=(3, 224, 224))(builder)
+
+
+vgg11 = _variant("vgg11", batch_norm=False)
+vgg13 = _variant("vgg13", batch_norm=False)
+vgg16 = _variant("vgg16", batch_norm=False)
+vgg19 = _variant("vgg19", batch_norm=False)
+vgg11_bn = _variant("vgg11", batch_norm=True)
+vgg13_bn = _variant("vgg13", batch_norm=True)
+vgg16_bn = _variant("vgg16", batch_norm=True)
+vgg19_bn = _variant("vgg19", batch_norm=True)
