@@ -1,0 +1,7 @@
+"""lightning-zoo's training room: LightningModules for each task, and the ``zoo`` CLI."""
+
+from tasks._base import ZooTask
+from tasks.classification import ImageClassifier
+from tasks.regression import Regressor, regression_loss
+
+__all__ = ["ImageClassifier", "Regressor", "ZooTask", "regression_loss"]

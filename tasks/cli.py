@@ -1,0 +1,132 @@
+"""The ``zoo`` command: LightningCLI for ``fit | validate | test | predict``, plus the zoo's own
+``zoo models`` (the registry as a table) and ``zoo kfold`` (K-fold cross-validation, Section 3.6).
+
+Model and data are chosen in subclass mode (``class_path`` / ``init_args``); the data module's
+``num_classes``, ``in_channels`` and ``classes`` are linked into the model, so a recipe states
+them once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+import zoo
+
+__all__ = ["ZooCLI", "main"]
+
+# (data attribute, model argument) pairs linked at instantiation, when both sides have them.
+LINKS = (("num_classes", "num_classes"), ("in_channels", "in_channels"), ("classes", "class_names"))
+
+
+def _checkpoint_dir(default_root_dir: str | None) -> str | None:
+    return None if default_root_dir is None else f"{default_root_dir}/checkpoints"
+
+
+class ZooCLI(LightningCLI):
+    """LightningCLI with the data -> model links of :data:`LINKS`."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("subclass_mode_model", True)
+        kwargs.setdefault("subclass_mode_data", True)
+        # Tasks take their optimizer and scheduler as typed callables (OptimizerCallable).
+        kwargs.setdefault("auto_configure_optimizers", False)
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        super().__init__(LightningModule, LightningDataModule, *args, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        # Every run keeps its best checkpoint at <default_root_dir>/checkpoints/best.ckpt, so
+        # `zoo test --ckpt_path` and `zoo.load` find it without a version number.
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/loss",
+                "checkpoint.mode": "min",
+                "checkpoint.filename": "best",
+                "checkpoint.enable_version_counter": False,
+            }
+        )
+        parser.link_arguments(
+            "trainer.default_root_dir", "checkpoint.dirpath", compute_fn=_checkpoint_dir
+        )
+        for source, target in LINKS:
+            parser.link_arguments(
+                f"data.{source}", f"model.init_args.{target}", apply_on="instantiate"
+            )
+
+
+def print_models(argv: list[str]) -> None:
+    """``zoo models [PATTERN] [--task TASK]``: the registry as a table."""
+    parser = argparse.ArgumentParser(prog="zoo models", description=print_models.__doc__)
+    parser.add_argument("pattern", nargs="?", default="*", help="shell-style name filter")
+    parser.add_argument("--task", default=None, help="classification, regression, ...")
+    args = parser.parse_args(argv)
+    names = zoo.list_models(args.pattern, task=args.task)
+    rows = [("name", "task", "family", "input", "params")]
+    for name in names:
+        info = zoo.model_info(name)
+        size = "x".join(map(str, info.input_size))
+        rows.append((name, info.task, info.family, size, f"{info.num_params:,}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        cells = [
+            c.ljust(w) if j < 4 else c.rjust(w)
+            for j, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        print("  ".join(cells).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print(f"{len(names)} models")
+
+
+def run_kfold(argv: list[str]) -> list[float]:
+    """``zoo kfold --config RECIPE [--metric val/acc] [overrides]``: fit once per fold of the data
+    module's ``num_folds`` and report the mean and standard deviation of the validation metric."""
+    parser = argparse.ArgumentParser(prog="zoo kfold", add_help=False)
+    parser.add_argument("--metric", default="val/acc")
+    known, rest = parser.parse_known_args(argv)
+    scores: list[float] = []
+    fold, num_folds = 0, None
+    while num_folds is None or fold < num_folds:
+        cli = ZooCLI(args=[*rest, f"--data.init_args.fold={fold}"], run=False)
+        num_folds = getattr(cli.datamodule, "num_folds", 0)
+        if num_folds < 2:
+            raise SystemExit(
+                "zoo kfold needs a data module with num_folds >= 2: add --data.init_args.num_folds 5"
+            )
+        for callback in cli.trainer.checkpoint_callbacks:
+            if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+                callback.dirpath = f"{callback.dirpath}/fold{fold}"  # keep every fold's best
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        ckpt = "best" if cli.trainer.checkpoint_callback is not None else None
+        results = cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt)
+        if known.metric not in results[0]:
+            raise SystemExit(
+                f"metric {known.metric!r} not logged; choose one of {sorted(results[0])}"
+            )
+        scores.append(float(results[0][known.metric]))
+        fold += 1
+    std = statistics.stdev(scores) if len(scores) > 1 else 0.0
+    print(f"{num_folds}-fold {known.metric}: " + ", ".join(f"{s:.4f}" for s in scores))
+    print(f"{known.metric}: mean {statistics.fmean(scores):.4f} std {std:.4f}")
+    return scores
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``zoo`` console script (``argv`` for calls from Python and tests)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["models"]:
+        print_models(args[1:])
+    elif args[:1] == ["kfold"]:
+        run_kfold(args[1:])
+    else:
+        ZooCLI(args=argv)  # None: LightningCLI reads sys.argv itself
+
+
+if __name__ == "__main__":
+    main()
