@@ -3,13 +3,16 @@
 from zoo import classification  # noqa: F401  (registers the classification families)
 from zoo._registry import ModelInfo, create_model, list_models, model_info, register_model
 from zoo.classification import Classifier, FeatureInfo
+from zoo.weights import PretrainedConfig, load
 
 __all__ = [
     "Classifier",
     "FeatureInfo",
     "ModelInfo",
+    "PretrainedConfig",
     "create_model",
     "list_models",
+    "load",
     "model_info",
     "register_model",
 ]
