@@ -1,0 +1,11 @@
+"""LightningDataModules: datasets on disk to batches.
+
+Classification batches are ``(images[B, C, H, W] float32, labels[B] int64)``.
+"""
+
+from ._base import ClassificationDataModule
+from .digits import Digits
+from .idx import read_idx, write_idx
+from .mnist import MNIST, FashionMNIST
+
+__all__ = ["ClassificationDataModule", "Digits", "FashionMNIST", "MNIST", "read_idx", "write_idx"]
