@@ -66,7 +66,9 @@ def init_weights(model: nn.Module, scheme: InitScheme = "default") -> nn.Module:
     return model
 
 
-def vgg_block(num_convs: int, in_channels: int, out_channels: int, batch_norm: bool = False):
+def vgg_block(
+    num_convs: int, in_channels: int, out_channels: int, batch_norm: bool = False
+) -> nn.Sequential:
     """``num_convs`` 3x3 convolutions (+BN) + ReLU, then a 2x2 max-pool (Section 8.2.1)."""
     layers: list[nn.Module] = []
     for i in range(num_convs):
@@ -76,6 +78,7 @@ def vgg_block(num_convs: int, in_channels: int, out_channels: int, batch_norm: b
                 out_channels,
                 kernel_size=3,
                 norm_layer=nn.BatchNorm2d if batch_norm else None,
+                bias=True,  # kept before BN too, as torchvision's VGG has it (weights load 1:1)
             )
         )
     layers.append(nn.MaxPool2d(kernel_size=2, stride=2))

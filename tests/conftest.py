@@ -1,0 +1,21 @@
+"""Shared test set-up: one thread per pytest-xdist worker, tiny data made on the fly."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+# Two xdist workers on two cores: more threads per worker would only fight over them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def fashion_dir(tmp_path):
+    """A data_dir holding tiny Fashion-MNIST IDX files (random pixels, every class present)."""
+    from tests._idx_files import write_mnist_files
+
+    write_mnist_files(tmp_path / "FashionMNIST" / "raw", num_train=60, num_test=20)
+    return tmp_path
