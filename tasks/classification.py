@@ -52,13 +52,11 @@ class ImageClassifier(ZooTask):
                 f"class_names has {len(class_names)} names for num_classes={num_classes}; "
                 "give one name per class"
             )
-        if isinstance(model, str):
-            model_kwargs = {
-                "num_classes": num_classes,
-                "in_channels": in_channels,
-                **(model_kwargs or {}),
-            }
-        super().__init__(model, model_kwargs, optimizer, scheduler, decay_norm_and_bias)
+        # A new name: save_hyperparameters reads this frame's locals, and must see the
+        # arguments as given.
+        builder_kwargs = {"num_classes": num_classes, "in_channels": in_channels}
+        builder_kwargs |= model_kwargs or {}
+        super().__init__(model, builder_kwargs, optimizer, scheduler, decay_norm_and_bias)
         # Plain data only, so checkpoints load with torch.load(weights_only=True); the optimizer
         # and scheduler live in the CLI's saved config.yaml.
         self.save_hyperparameters(

@@ -446,4 +446,21 @@ def test_trainer_runs_on_the_datamodule(tmp_path: Path, val_fraction: float) -> 
 def test_public_api() -> None:
     assert set(datamodules.__all__) == {
         "ClassificationDataModule", "Digits", "MNIST", "FashionMNIST", "read_idx", "write_idx",
+        "SyntheticRegression",
     }  # fmt: skip
+
+
+def test_synthetic_regression_is_the_linear_model() -> None:
+    """Section 3.4.1: y = Xw + b + noise, seeded, with the batch format (features, targets)."""
+    data = datamodules.SyntheticRegression(weights=[1.5, -2.0, 0.5], bias=-1.0, noise=0.0)
+    data.setup("fit")
+    features, targets = data.datasets["train"].tensors
+    assert features.shape == (1000, 3) and data.in_features == 3
+    torch.testing.assert_close(targets, features @ torch.tensor([1.5, -2.0, 0.5]) - 1.0)
+    again = datamodules.SyntheticRegression(weights=[1.5, -2.0, 0.5], bias=-1.0, noise=0.0)
+    again.setup("fit")
+    torch.testing.assert_close(again.datasets["val"].tensors[0], data.datasets["val"].tensors[0])
+    x, y = next(iter(data.train_dataloader()))
+    assert x.shape == (32, 3) and y.shape == (32,) and x.dtype == y.dtype == torch.float32
+    with pytest.raises(ValueError, match="weights is empty"):
+        datamodules.SyntheticRegression(weights=[])

@@ -1,0 +1,138 @@
+"""The ``zoo`` command: every recipe validates, ``fit`` then ``test`` from the checkpoint on tiny
+real-format data, ``zoo models``, ``zoo kfold`` and the quickstart recipe end to end."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+import zoo
+from tasks.cli import ZooCLI, main, run_kfold
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+RECIPES = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "trainer")
+PRESETS = sorted((CONFIGS / "trainer").glob("*.yaml"))
+QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    """Recipes write under runs/ relative to the working directory: keep that in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*log_every_n_steps.*")
+
+
+def test_recipes_cover_the_course():
+    names = {p.stem for p in RECIPES}
+    for model in ("softmax_regression", "mlp", "mlp_dropout", "lenet", "lenet_bn", "alexnet",
+                  "vgg11", "nin", "googlenet", "resnet18"):  # fmt: skip
+        assert f"{model}_fashion_mnist" in names
+    assert {"lenet_digits", "linear_regression_synthetic"} <= names
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_recipe_validates(recipe, capsys):
+    """``--print_config`` parses and type-checks the whole recipe against the signatures."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(recipe), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    assert "class_path: tasks." in printed and "class_path: datamodules." in printed
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_recipe_instantiates(recipe):
+    """Builds the model, data module and trainer (no data is read), links included."""
+    cli = ZooCLI(args=["--config", str(recipe), "--trainer.logger=false"], run=False)
+    if hasattr(cli.datamodule, "num_classes"):
+        assert cli.model.hparams.num_classes == cli.datamodule.num_classes
+        assert cli.model.hparams.in_channels == cli.datamodule.in_channels
+        assert cli.model.hparams.class_names == list(cli.datamodule.classes)
+    checkpoint = cli.trainer.checkpoint_callback
+    expected = Path(cli.trainer.default_root_dir, "checkpoints").resolve()
+    assert Path(checkpoint.dirpath) == expected and checkpoint.monitor == "val/loss"
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_trainer_presets_stack_on_a_recipe(preset, capsys):
+    recipe = CONFIGS / "classification" / "resnet18_fashion_mnist.yaml"
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(recipe), "--config", str(preset), "--print_config"])
+    assert "trainer:" in capsys.readouterr().out
+
+
+def test_fit_then_test_from_the_checkpoint(fashion_dir, capsys):
+    recipe = str(CONFIGS / "classification" / "lenet_fashion_mnist.yaml")
+    data = ["--data.init_args.data_dir", str(fashion_dir), "--data.init_args.batch_size", "16"]
+    main(["fit", "--config", recipe, *data, *QUIET, "--trainer.max_epochs=2"])
+    checkpoint = Path("runs/lenet_fashion_mnist/checkpoints/best.ckpt")
+    assert checkpoint.is_file()
+    assert list(Path("runs/lenet_fashion_mnist/lightning_logs").glob("version_0/events.out.*"))
+    assert zoo.load(checkpoint).pretrained_cfg.class_names[0] == "T-shirt/top"
+    capsys.readouterr()
+    main(["test", "--config", recipe, *data, *QUIET, "--ckpt_path", str(checkpoint)])
+    assert re.search(r"test/acc\s+\d\.\d+", capsys.readouterr().out)
+
+
+def test_bad_config_value_names_the_key(capsys):
+    recipe = str(CONFIGS / "classification" / "lenet_digits.yaml")
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", recipe, "--data.init_args.batch_size", "many"])
+    assert "batch_size" in capsys.readouterr().err
+
+
+def test_zoo_models_prints_the_registry(capsys):
+    main(["models"])
+    out = capsys.readouterr().out
+    assert f"{len(zoo.list_models())} models" in out
+    assert re.search(r"resnet18\s+classification\s+resnet\s+3x224x224\s+11,689,512", out)
+    main(["models", "vgg*", "--task", "classification"])
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 + 8 + 1 and lines[-1] == "8 models"
+
+
+def test_kfold_reports_mean_and_std(capsys):
+    recipe = str(CONFIGS / "classification" / "lenet_digits.yaml")
+    args = [
+        "kfold", "--config", recipe, *QUIET, "--data.init_args.num_folds=3",
+        "--trainer.max_epochs=1", "--trainer.limit_train_batches=3", "--trainer.logger=false",
+    ]  # fmt: skip
+    scores = run_kfold(args[1:])
+    assert len(scores) == 3 and all(0 <= s <= 1 for s in scores)
+    out = capsys.readouterr().out
+    assert "3-fold val/acc" in out and re.search(r"val/acc: mean 0\.\d{4} std 0\.\d{4}", out)
+    assert sorted(p.name for p in Path("runs/lenet_digits/checkpoints").iterdir()) == [
+        "fold0", "fold1", "fold2"
+    ]  # fmt: skip
+
+
+def test_kfold_needs_folds():
+    recipe = str(CONFIGS / "classification" / "lenet_digits.yaml")
+    with pytest.raises(SystemExit, match="num_folds >= 2"):
+        main(["kfold", "--config", recipe, *QUIET])
+
+
+def test_quickstart_recipe_learns(capsys):
+    """The ``make demo`` recipe, shortened to 5 epochs: already well above chance."""
+    recipe = str(CONFIGS / "classification" / "lenet_digits.yaml")
+    main(["fit", "--config", recipe, *QUIET, "--trainer.max_epochs=5"])
+    capsys.readouterr()
+    main(
+        [
+            "test",
+            "--config",
+            recipe,
+            *QUIET,
+            "--ckpt_path",
+            "runs/lenet_digits/checkpoints/best.ckpt",
+        ]
+    )
+    accuracy = float(re.search(r"test/acc\s+(\d\.\d+)", capsys.readouterr().out).group(1))
+    assert accuracy > 0.9
+    checkpoint = torch.load("runs/lenet_digits/checkpoints/best.ckpt", weights_only=True)
+    assert checkpoint["zoo"]["model"] == "lenet"
