@@ -9,6 +9,7 @@ them once.
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import sys
 
@@ -60,28 +61,46 @@ class ZooCLI(LightningCLI):
             )
 
 
-def print_models(argv: list[str]) -> None:
-    """``zoo models [PATTERN] [--task TASK]``: the registry as a table."""
-    parser = argparse.ArgumentParser(prog="zoo models", description=print_models.__doc__)
-    parser.add_argument("pattern", nargs="?", default="*", help="shell-style name filter")
-    parser.add_argument("--task", default=None, help="classification, regression, ...")
-    args = parser.parse_args(argv)
-    names = zoo.list_models(args.pattern, task=args.task)
-    rows = [("name", "task", "family", "input", "params")]
-    for name in names:
+def models_table(pattern: str = "*", task: str | None = None, markdown: bool = False) -> str:
+    """The registry as a text table (``zoo models``) or a Markdown one (the README's)."""
+    header = ("name", "task", "family", "input", "params")
+    rows = [header]
+    for name in zoo.list_models(pattern, task=task):
         info = zoo.model_info(name)
         size = "x".join(map(str, info.input_size))
         rows.append((name, info.task, info.family, size, f"{info.num_params:,}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for i, row in enumerate(rows):
-        cells = [
-            c.ljust(w) if j < 4 else c.rjust(w)
-            for j, (c, w) in enumerate(zip(row, widths, strict=True))
+    if markdown:  # with the course section each builder's docstring cites
+        lines = [
+            "| name | course | task | family | input | params |",
+            "|" + " --- |" * 5 + " ---: |",
         ]
-        print("  ".join(cells).rstrip())
+        for name, *rest in rows[1:]:
+            cited = re.search(
+                r"Section (\d+(?:\.\d+)*)", zoo.model_info(name).builder.__doc__ or ""
+            )
+            section = f"§{cited.group(1)}" if cited else ""
+            lines.append("| " + " | ".join((f"`{name}`", section, *rest)) + " |")
+        return "\n".join(lines)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = []
+    for i, row in enumerate(rows):
+        pairs = enumerate(zip(row, widths, strict=True))
+        cells = [c.rjust(w) if j == 4 else c.ljust(w) for j, (c, w) in pairs]
+        lines.append("  ".join(cells).rstrip())
         if i == 0:
-            print("  ".join("-" * w for w in widths))
-    print(f"{len(names)} models")
+            lines.append("  ".join("-" * w for w in widths))
+    lines.append(f"{len(rows) - 1} models")
+    return "\n".join(lines)
+
+
+def print_models(argv: list[str]) -> None:
+    """``zoo models [PATTERN] [--task TASK] [--markdown]``: the registry as a table."""
+    parser = argparse.ArgumentParser(prog="zoo models", description=print_models.__doc__)
+    parser.add_argument("pattern", nargs="?", default="*", help="shell-style name filter")
+    parser.add_argument("--task", default=None, help="classification, regression, ...")
+    parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    args = parser.parse_args(argv)
+    print(models_table(args.pattern, args.task, args.markdown))
 
 
 def run_kfold(argv: list[str]) -> list[float]:

@@ -16,7 +16,7 @@ __all__ = ["alexnet"]
 def alexnet(
     *, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, **kwargs
 ) -> Classifier:
-    """AlexNet with the paper's widths (96-256-384-384-256) and two 4096-wide dense layers.
+    """AlexNet (Section 8.1.2): the paper's widths 96-256-384-384-256, two 4096-wide dense layers.
 
     The course's 224x224 input ends in a 5x5 map; an adaptive average pool to 5x5 (torchvision
     does the same at 6x6) lets any input from 63x63 up feed the same dense layers.

@@ -37,7 +37,8 @@ class NiN(Classifier):
 
 @register_model(task="classification", input_size=(3, 224, 224))
 def nin(*, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, **kwargs) -> NiN:
-    """NiN: three NiN blocks with max-pooling, dropout, a class-wise NiN block, global pooling."""
+    """NiN (Section 8.3.2): three NiN blocks with max-pooling, dropout, a class-wise NiN block
+    and global average pooling."""
     features = nn.Sequential(
         OrderedDict(
             {
