@@ -57,6 +57,19 @@ class ZooTask(LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
+    def _shared_step(self, batch: Any, stage: str) -> torch.Tensor:
+        """Loss of one batch, with the stage's metrics updated; each task defines it."""
+        raise NotImplementedError
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Trainable parameters in two groups: decayed weights, and biases / norm scales with
         ``weight_decay=0`` (every parameter of one dimension or fewer)."""

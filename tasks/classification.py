@@ -118,15 +118,6 @@ class ImageClassifier(ZooTask):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
-
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         """Class probabilities ``[B, num_classes]``; batches may carry labels or not."""
         images = batch[0] if isinstance(batch, (list, tuple)) else batch

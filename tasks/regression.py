@@ -84,15 +84,6 @@ class Regressor(ZooTask):
         self.log(f"{stage}/mse", mse, on_step=False, on_epoch=True)
         return loss
 
-    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "train")
-
-    def validation_step(self, batch, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
-
-    def test_step(self, batch, batch_idx: int) -> None:
-        self._shared_step(batch, "test")
-
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self(batch[0] if isinstance(batch, (list, tuple)) else batch)
 
