@@ -6,7 +6,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RECIPE ?= configs/classification/lenet_digits.yaml
 RUN    ?= runs/lenet_digits
-# pytest-xdist workers; each is pinned to one thread by tests/conftest.py.
+# pytest-xdist workers; each is pinned to one thread by tests/conftest.py. Notebooks run as
+# tests too (nbmake), on one epoch.
 WORKERS ?= auto
 
 .PHONY: install demo test lint clean
@@ -24,11 +25,11 @@ demo: install
 	$(BIN)/zoo test --config $(RECIPE) --ckpt_path $(RUN)/checkpoints/best.ckpt
 
 test: install
-	$(BIN)/python -m pytest -n $(WORKERS) --durations=15 tests
+	ZOO_NOTEBOOK_EPOCHS=1 $(BIN)/python -m pytest -n $(WORKERS) --durations=15
 
 lint: install
 	$(BIN)/ruff check zoo datamodules tasks tests
 	$(BIN)/ruff format --check zoo datamodules tasks tests
 
 clean:
-	rm -rf runs lightning_logs .pytest_cache
+	rm -rf runs notebooks/runs lightning_logs .pytest_cache

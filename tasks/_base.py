@@ -16,10 +16,6 @@ import zoo
 __all__ = ["ZooTask"]
 
 
-def _default_optimizer(params) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=0.1)
-
-
 class ZooTask(LightningModule):
     """Base of the zoo's LightningModules.
 
@@ -28,7 +24,8 @@ class ZooTask(LightningModule):
             not saved in the hyper-parameters: pass it again to ``load_from_checkpoint``.
         model_kwargs: keyword arguments for the registry builder (``hidden_sizes``, ``dropout``...).
         optimizer: a callable taking parameter groups, e.g. ``torch.optim.SGD`` with its
-            ``init_args`` in YAML. Its ``weight_decay`` is the L2 penalty of Section 5.5.
+            ``init_args`` in YAML (default: Adam, lr 1e-3). Its ``weight_decay`` is the L2
+            penalty of Section 5.5.
         scheduler: optional learning-rate scheduler callable, stepped once per epoch.
         decay_norm_and_bias: apply weight decay to biases and norm parameters too. Off by default
             (as in timm and torchvision's references): decaying them only hurts.
@@ -38,7 +35,7 @@ class ZooTask(LightningModule):
         self,
         model: str | nn.Module,
         model_kwargs: dict[str, Any] | None = None,
-        optimizer: OptimizerCallable = _default_optimizer,
+        optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         decay_norm_and_bias: bool = False,
     ) -> None:

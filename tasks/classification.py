@@ -11,7 +11,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from tasks._base import ZooTask, _default_optimizer
+from tasks._base import ZooTask
 
 __all__ = ["ImageClassifier"]
 
@@ -43,7 +43,7 @@ class ImageClassifier(ZooTask):
         model_kwargs: dict[str, Any] | None = None,
         label_smoothing: float = 0.0,
         class_names: list[str] | None = None,
-        optimizer: OptimizerCallable = _default_optimizer,
+        optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         decay_norm_and_bias: bool = False,
     ) -> None:

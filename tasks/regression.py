@@ -12,7 +12,7 @@ from torchmetrics import MeanSquaredError
 
 from tasks._base import ZooTask
 
-__all__ = ["Regressor", "regression_loss"]
+__all__ = ["Regressor", "course_sgd", "regression_loss"]
 
 RegressionLoss = Literal["l2", "l1", "huber"]
 
@@ -36,8 +36,9 @@ def regression_loss(
     raise ValueError(f"unknown regression loss {loss!r}; choose 'l2', 'l1' or 'huber'")
 
 
-def _default_sgd(params) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=0.03)  # the course's linear-regression step size
+def course_sgd(params) -> torch.optim.Optimizer:
+    """Minibatch SGD with the course's linear-regression step size, 0.03 (Section 3.4)."""
+    return torch.optim.SGD(params, lr=0.03)
 
 
 class Regressor(ZooTask):
@@ -60,7 +61,7 @@ class Regressor(ZooTask):
         model_kwargs: dict[str, Any] | None = None,
         loss: RegressionLoss = "l2",
         huber_delta: float = 1.0,
-        optimizer: OptimizerCallable = _default_sgd,
+        optimizer: OptimizerCallable = course_sgd,
         scheduler: LRSchedulerCallable | None = None,
         decay_norm_and_bias: bool = False,
     ) -> None:

@@ -65,6 +65,27 @@ def test_robust_losses_also_recover_the_weights(tmp_path, loss):
     assert trainer.validate(task, datamodule=data, verbose=False)[0]["val/mse"] < 1e-2
 
 
+def test_mlp_regression_fits_what_a_line_cannot(tmp_path):
+    """An MLP (Section 5.1) fits y = x^2, where the best line is the mean (MSE = Var[x^2] = 2)."""
+    torch.manual_seed(0)
+    x = torch.randn(512, 1)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(x, x.square().squeeze(1)), batch_size=64
+    )
+    results = {}
+    for model, kwargs in (
+        ("linear_regression", {"in_features": 1}),
+        ("mlp", {"in_channels": 1, "image_size": 1, "num_classes": 1, "hidden_sizes": [32, 32]}),
+    ):
+        L.seed_everything(0)
+        task = Regressor(model, kwargs, optimizer=lambda p: torch.optim.Adam(p, lr=1e-2))
+        trainer = _trainer(tmp_path, max_epochs=40, enable_checkpointing=False)
+        trainer.fit(task, train_dataloaders=loader)
+        results[model] = trainer.validate(task, loader, verbose=False)[0]["val/mse"]
+    assert results["linear_regression"] > 1.0
+    assert results["mlp"] < 0.1 * results["linear_regression"]
+
+
 def test_regressor_rejects_unknown_loss():
     with pytest.raises(ValueError, match="unknown regression loss 'l3'"):
         Regressor("linear_regression", loss="l3")

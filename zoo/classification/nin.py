@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from torch import nn
+from torch import Tensor, nn
 
 from zoo._registry import register_model
 from zoo.classification._base import Classifier, FeatureInfo
@@ -27,7 +27,7 @@ class NiN(Classifier):
             nn.Flatten(),
         )
 
-    def forward_head(self, x, pre_logits: bool = False):
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         """``pre_logits`` returns the globally pooled ``[B, 384]`` features."""
         x = self.pre_logits(x)
         if pre_logits:
