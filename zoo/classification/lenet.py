@@ -16,13 +16,23 @@ __all__ = ["lenet", "lenet_bn"]
 
 def _build_lenet(
     *,
-    num_classes: int,
-    in_channels: int,
-    activation: str,
-    pooling: Literal["avg", "max"],
     batch_norm: bool,
+    num_classes: int = 10,
+    in_channels: int = 1,
+    activation: str = "sigmoid",
+    pooling: Literal["avg", "max"] = "avg",
     **kwargs,
 ) -> Classifier:
+    """LeNet's two conv stages and three dense layers, for 28x28 inputs.
+
+    Args:
+        batch_norm: batch norm after every conv and hidden dense layer (Section 8.5.4).
+        num_classes: outputs of the last layer.
+        in_channels: input channels.
+        activation: ``"sigmoid"`` as in the course, or ``"relu"`` / ``"tanh"``.
+        pooling: ``"avg"`` as in the course, or ``"max"``.
+        **kwargs: passed to :class:`Classifier` (``init``).
+    """
     if pooling not in ("avg", "max"):
         raise ValueError(f"pooling must be 'avg' or 'max', got {pooling!r}")
     pool = nn.AvgPool2d if pooling == "avg" else nn.MaxPool2d
@@ -57,43 +67,20 @@ def _build_lenet(
 
 
 @register_model(task="classification", input_size=(1, 28, 28))
-def lenet(
-    *,
-    num_classes: int = 10,
-    in_channels: int = 1,
-    activation: str = "sigmoid",
-    pooling: Literal["avg", "max"] = "avg",
-    **kwargs,
-) -> Classifier:
+def lenet(**kwargs) -> Classifier:
     """LeNet-5 on 28x28 inputs: sigmoid and average pooling as in the course (Section 7.6).
 
     ``activation="relu", pooling="max"`` gives the modern variant, which trains much faster.
+    Arguments: see :func:`_build_lenet`.
     """
-    return _build_lenet(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        activation=activation,
-        pooling=pooling,
-        batch_norm=False,
-        **kwargs,
-    )
+    return _build_lenet(batch_norm=False, **kwargs)
 
 
 @register_model(task="classification", input_size=(1, 28, 28))
-def lenet_bn(
-    *,
-    num_classes: int = 10,
-    in_channels: int = 1,
-    activation: str = "sigmoid",
-    pooling: Literal["avg", "max"] = "avg",
-    **kwargs,
-) -> Classifier:
-    """LeNet with batch normalisation after every conv and hidden dense layer (Section 8.5.4)."""
-    return _build_lenet(
-        num_classes=num_classes,
-        in_channels=in_channels,
-        activation=activation,
-        pooling=pooling,
-        batch_norm=True,
-        **kwargs,
-    )
+def lenet_bn(**kwargs) -> Classifier:
+    """LeNet with batch normalisation after every conv and hidden dense layer (Section 8.5.4).
+
+    The course drops the first convolution's padding here (28 -> 24 -> 12 -> 8 -> 4).
+    Arguments: see :func:`_build_lenet`.
+    """
+    return _build_lenet(batch_norm=True, **kwargs)
