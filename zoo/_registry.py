@@ -8,6 +8,7 @@ the table. Adding an architecture therefore touches its own file and one import.
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,15 +36,10 @@ class ModelInfo:
     family: str
     input_size: tuple[int, ...]
     builder: Callable[..., nn.Module] = field(repr=False, compare=False)
-    defaults: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
-    _params: list[int] = field(default_factory=list, repr=False, compare=False)
 
-    @property
+    @functools.cached_property
     def num_params(self) -> int:
-        if not self._params:
-            model = self.builder(**self.defaults)
-            self._params.append(sum(p.numel() for p in model.parameters()))
-        return self._params[0]
+        return sum(p.numel() for p in self.builder().parameters())
 
 
 _MODELS: dict[str, ModelInfo] = {}
@@ -54,7 +50,6 @@ def register_model(
     task: str,
     input_size: tuple[int, ...],
     family: str | None = None,
-    **defaults: Any,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a model builder under its function name.
 
@@ -62,7 +57,6 @@ def register_model(
         task: what the model predicts (``"classification"``, ``"regression"``, ...).
         input_size: default input shape, ``(C, H, W)`` or ``(D,)``, used by tests and ``zoo models``.
         family: defaults to the module the builder lives in (``zoo.classification.vgg`` -> ``vgg``).
-        **defaults: keyword arguments used to count parameters (e.g. ``num_classes=10``).
 
     Raises:
         ValueError: if a model of that name is already registered.
@@ -81,7 +75,6 @@ def register_model(
             family=family or builder.__module__.rsplit(".", 1)[-1],
             input_size=tuple(input_size),
             builder=builder,
-            defaults=dict(defaults),
         )
         return builder
 

@@ -27,6 +27,7 @@ class PretrainedConfig:
         mean, std: per-channel normalisation the model was trained with.
         image_size: side the inputs were resized to, ``None`` for the native size.
         in_channels: 1 for grey-scale models, 3 for colour.
+        extra: the rest of the checkpoint's record, e.g. ``{"task": "classification"}``.
     """
 
     class_names: list[str] | None = None
@@ -49,6 +50,10 @@ class PretrainedConfig:
         if self.mean is not None and self.std is not None:
             steps.append(v2.Normalize(self.mean, self.std))
         return v2.Compose(steps)
+
+
+# Keys of the checkpoint's "zoo" record that PretrainedConfig or the builder already holds.
+_RECORD_FIELDS = {"model", "model_kwargs", "class_names", "mean", "std", "image_size"}
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
@@ -87,6 +92,6 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Modul
         std=record.get("std"),
         image_size=record.get("image_size"),
         in_channels=record.get("model_kwargs", {}).get("in_channels", 3),
-        extra={k: v for k, v in record.items() if k not in ("model", "model_kwargs")},
+        extra={k: v for k, v in record.items() if k not in _RECORD_FIELDS},
     )
     return model.eval()
