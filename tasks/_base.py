@@ -1,19 +1,29 @@
-"""What every zoo task shares: building the network from the registry, optimizer and scheduler
+"""What every zoo task shares: building the network from the registry (with pretrained weights),
+fine-tuning (per-unit learning rates, freezing; see :mod:`tasks.finetune`), optimizer and scheduler
 from LightningCLI callables (with weight decay kept off biases and norm parameters), and the plain
 ``checkpoint["zoo"]`` record that lets :func:`zoo.load` rebuild the network without Lightning."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 import zoo
+from tasks.finetune import FineTuning, Freeze
 
 __all__ = ["ZooTask"]
+
+
+def _build(name: str, kwargs: dict[str, Any], weights: str | None) -> nn.Module:
+    if weights is None:
+        return zoo.create_model(name, **kwargs)
+    return zoo.create_model(name, weights=weights, **kwargs)
 
 
 class ZooTask(LightningModule):
@@ -29,6 +39,13 @@ class ZooTask(LightningModule):
         scheduler: optional learning-rate scheduler callable, stepped once per epoch.
         decay_norm_and_bias: apply weight decay to biases and norm parameters too. Off by default
             (as in timm and torchvision's references): decaying them only hurts.
+        weights: pretrained weights for a registry name: ``"torchvision"``, a file or a URL (see
+            :func:`zoo.create_model`). Checkpoints hold the trained weights, so they record
+            ``weights: null`` and reload without fetching anything.
+        build: how a task turns ``(name, model_kwargs, weights)`` into the network; tasks that
+            adapt pretrained models to their data pass their own.
+        freeze, unfreeze_at_epochs, head_lr_mult, layer_lr_decay: fine-tuning, see
+            :class:`tasks.finetune.FineTuning`.
     """
 
     def __init__(
@@ -38,15 +55,29 @@ class ZooTask(LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         decay_norm_and_bias: bool = False,
+        weights: str | None = None,
+        build: Callable[..., nn.Module] | None = None,
+        freeze: Freeze = 0,
+        unfreeze_at_epochs: Sequence[int] = (),
+        head_lr_mult: float = 1.0,
+        layer_lr_decay: float = 1.0,
     ) -> None:
         super().__init__()
         self.model_kwargs = dict(model_kwargs or {})
         if isinstance(model, nn.Module):
+            if weights is not None:
+                raise ValueError(
+                    "weights= needs a registry name for model; load weights into your module "
+                    "yourself, or pass its name (`zoo models` lists them)"
+                )
             self.model_name = None
             self.model = model
         else:
             self.model_name = model
-            self.model = zoo.create_model(model, **self.model_kwargs)
+            self.model = (build or _build)(model, self.model_kwargs, weights)
+        self.finetuning = FineTuning(
+            self.model, freeze, unfreeze_at_epochs, head_lr_mult, layer_lr_decay
+        )
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.decay_norm_and_bias = decay_norm_and_bias
@@ -68,19 +99,17 @@ class ZooTask(LightningModule):
         self._shared_step(batch, "test")
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """Trainable parameters in two groups: decayed weights, and biases / norm scales with
-        ``weight_decay=0`` (every parameter of one dimension or fewer)."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        if self.decay_norm_and_bias:
-            return [{"params": params}]
-        decay = [p for p in params if p.ndim > 1]
-        no_decay = [p for p in params if p.ndim <= 1]
-        return [
-            g for g in ({"params": decay}, {"params": no_decay, "weight_decay": 0.0}) if g["params"]
-        ]
+        """Trainable parameters, per fine-tuning unit, in two groups each: decayed weights, and
+        biases / norm scales with ``weight_decay=0`` (every parameter of one dimension or fewer).
+        Each group has a ``name`` (shown by LearningRateMonitor) and an ``lr_scale``."""
+        return self.finetuning.param_groups(self.decay_norm_and_bias)
 
     def configure_optimizers(self):
         optimizer = self.optimizer(self.parameter_groups())
+        # The optimizer set one learning rate; the units' multipliers apply before any scheduler
+        # is built, so schedulers take the scaled rates as their base rates.
+        for group in optimizer.param_groups:
+            group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
         if self.scheduler is None:
             return optimizer
         scheduler = self.scheduler(optimizer)
@@ -90,10 +119,30 @@ class ZooTask(LightningModule):
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch", "monitor": "val/loss"},
         }
 
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        # Units frozen until a later epoch take zero-size steps (see tasks.finetune).
+        with self.finetuning.masked_learning_rates(optimizer):
+            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if mode:
+            self.finetuning.set_train_mode()
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        thawed = self.finetuning.start_epoch(self.current_epoch)
+        if thawed:
+            rank_zero_info(f"epoch {self.current_epoch}: unfreezing {', '.join(thawed)}")
+        self.finetuning.set_train_mode()
+
     def zoo_record(self) -> dict[str, Any]:
         """The plain-data description :func:`zoo.load` rebuilds the network from."""
         return {"model": self.model_name, "model_kwargs": self.model_kwargs}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The state dict holds the weights now: reloading must not fetch them again.
+        if "weights" in checkpoint.get("hyper_parameters", {}):
+            checkpoint["hyper_parameters"]["weights"] = None
         if self.model_name is not None:
             checkpoint["zoo"] = self.zoo_record()

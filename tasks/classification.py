@@ -1,7 +1,10 @@
-"""Image classification (Chapters 4, 7, 8 of the course): one task for every zoo classifier."""
+"""Image classification (Chapters 4, 7, 8 of the course) and fine-tuning (Section 13.2): one task
+for every zoo classifier."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import torch
@@ -9,11 +12,31 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+import zoo
 from tasks._base import ZooTask
+from tasks._figures import confusion_matrix_figure, log_png
+from tasks.finetune import Freeze
 
 __all__ = ["ImageClassifier"]
+
+
+def _build_classifier(
+    name: str, kwargs: dict[str, Any], weights: str | None, class_names: list[str] | None
+) -> nn.Module:
+    """Build; with weights, load them at their own shape, then adapt to the data's classes and
+    channels (``zoo.adapt`` reuses the head rows of class names the two share)."""
+    if weights is None:
+        return zoo.create_model(name, **kwargs)
+    native = {k: v for k, v in kwargs.items() if k not in ("num_classes", "in_channels")}
+    model = zoo.create_model(name, weights=weights, **native)
+    return zoo.adapt(
+        model,
+        num_classes=kwargs.get("num_classes"),
+        in_channels=kwargs.get("in_channels"),
+        class_names=class_names,
+    )
 
 
 class ImageClassifier(ZooTask):
@@ -22,6 +45,14 @@ class ImageClassifier(ZooTask):
     Logs ``{train,val,test}/loss`` and ``/acc`` (top-1) per epoch, ``val`` and ``test`` also
     ``/acc_top5`` when there are more than five classes, and ``train/loss_step`` every
     ``trainer.log_every_n_steps``. Metrics accumulate over the epoch and sync once at its end.
+    At the end of ``test`` the confusion matrix is logged as an image (``test/confusion_matrix``,
+    also written as a PNG next to the logs).
+
+    Fine-tuning (Section 13.2): ``weights`` loads a pretrained network, which is then adapted to
+    ``num_classes``, ``in_channels`` and ``class_names`` (:func:`zoo.adapt`); ``head_lr_mult``,
+    ``layer_lr_decay``, ``freeze`` and ``unfreeze_at_epochs`` shape its training
+    (:class:`tasks.finetune.FineTuning`). The course's recipe is ``head_lr_mult: 10`` with a small
+    base learning rate.
 
     Args:
         model: registry name (e.g. ``"lenet"``) or an ``nn.Module``.
@@ -33,6 +64,12 @@ class ImageClassifier(ZooTask):
         optimizer: optimizer callable (``class_path`` / ``init_args`` in YAML).
         scheduler: learning-rate scheduler callable.
         decay_norm_and_bias: also apply weight decay to biases and norm parameters.
+        weights: ``"torchvision"`` (ImageNet weights), a ``.pth`` / ``.safetensors`` file, a zoo
+            checkpoint or a URL with a hash in its name; None trains from scratch.
+        freeze: bottom stages to freeze (``0``: none), or ``"backbone"`` for all but the head.
+        unfreeze_at_epochs: epochs at which frozen stages thaw, top first; the last thaws all.
+        head_lr_mult: learning-rate multiplier of the head (the course: 10).
+        layer_lr_decay: learning-rate multiplier per stage below the head (1: none).
     """
 
     def __init__(
@@ -46,6 +83,11 @@ class ImageClassifier(ZooTask):
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         decay_norm_and_bias: bool = False,
+        weights: str | None = None,
+        freeze: Freeze = 0,
+        unfreeze_at_epochs: Sequence[int] = (),
+        head_lr_mult: float = 1.0,
+        layer_lr_decay: float = 1.0,
     ) -> None:
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(
@@ -56,7 +98,19 @@ class ImageClassifier(ZooTask):
         # arguments as given.
         builder_kwargs = {"num_classes": num_classes, "in_channels": in_channels}
         builder_kwargs |= model_kwargs or {}
-        super().__init__(model, builder_kwargs, optimizer, scheduler, decay_norm_and_bias)
+        super().__init__(
+            model,
+            builder_kwargs,
+            optimizer,
+            scheduler,
+            decay_norm_and_bias,
+            weights=weights,
+            build=partial(_build_classifier, class_names=class_names),
+            freeze=freeze,
+            unfreeze_at_epochs=unfreeze_at_epochs,
+            head_lr_mult=head_lr_mult,
+            layer_lr_decay=layer_lr_decay,
+        )
         # Plain data only, so checkpoints load with torch.load(weights_only=True); the optimizer
         # and scheduler live in the CLI's saved config.yaml.
         self.save_hyperparameters(
@@ -70,6 +124,7 @@ class ImageClassifier(ZooTask):
         self.train_metrics = self._stage_metrics(num_classes, top5=False)
         self.val_metrics = self._stage_metrics(num_classes, top5=num_classes > 5)
         self.test_metrics = self._stage_metrics(num_classes, top5=num_classes > 5)
+        self.test_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
 
     @staticmethod
     def _stage_metrics(num_classes: int, top5: bool) -> nn.ModuleDict:
@@ -94,6 +149,8 @@ class ImageClassifier(ZooTask):
         for name, metric in metrics.items():
             if name != "loss":
                 metric.update(logits.detach(), labels)
+        if stage == "test":
+            self.test_confusion.update(logits.detach(), labels)
         if stage == "train" and self._is_logging_step():
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
@@ -117,6 +174,11 @@ class ImageClassifier(ZooTask):
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
+        if self.test_confusion.update_count:
+            matrix = self.test_confusion.compute()  # synced across devices
+            names = self.class_names or getattr(self.trainer.datamodule, "classes", None)
+            log_png(self, "test/confusion_matrix", confusion_matrix_figure(matrix, names))
+            self.test_confusion.reset()
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         """Class probabilities ``[B, num_classes]``; batches may carry labels or not."""

@@ -195,15 +195,22 @@ def test_weight_decay_skips_biases_and_norms():
     task = ImageClassifier(
         "lenet_bn", optimizer=lambda groups: torch.optim.SGD(groups, lr=0.1, weight_decay=1e-2)
     )
-    optimizer = task.configure_optimizers()
-    decay, no_decay = optimizer.param_groups
-    assert decay["weight_decay"] == 1e-2 and no_decay["weight_decay"] == 0.0
-    assert all(p.ndim > 1 for p in decay["params"]) and all(p.ndim == 1 for p in no_decay["params"])
+    groups = task.configure_optimizers().param_groups
+    # One pair of groups per unit (block1, block2, pre_logits, head): weights, then the rest.
+    assert [g["name"] for g in groups][:2] == ["block1", "block1/no_decay"]
+    decay = [p for g in groups if not g["name"].endswith("/no_decay") for p in g["params"]]
+    no_decay = [p for g in groups if g["name"].endswith("/no_decay") for p in g["params"]]
+    for group in groups:
+        assert group["weight_decay"] == (0.0 if group["name"].endswith("/no_decay") else 1e-2)
+    assert all(p.ndim > 1 for p in decay) and all(p.ndim == 1 for p in no_decay)
     bn = task.model.features.block1[1]
-    assert any(p is bn.weight for p in no_decay["params"])
-    assert len(decay["params"]) + len(no_decay["params"]) == len(list(task.parameters()))
+    assert any(p is bn.weight for p in no_decay)
+    assert len(decay) + len(no_decay) == len(list(task.parameters()))
     everything = ImageClassifier("lenet_bn", decay_norm_and_bias=True).configure_optimizers()
-    assert len(everything.param_groups) == 1
+    assert all(g["weight_decay"] == 0 for g in everything.param_groups)  # Adam's default
+    assert [g["name"] for g in everything.param_groups] == [
+        "block1", "block2", "pre_logits", "head"
+    ]  # fmt: skip
 
 
 def test_scheduler_is_stepped_per_epoch():
