@@ -1,5 +1,6 @@
 """The ``zoo`` command: LightningCLI for ``fit | validate | test | predict``, plus the zoo's own
-``zoo models`` (the registry as a table) and ``zoo kfold`` (K-fold cross-validation, Section 3.6).
+``zoo models`` (the registry as a table), ``zoo kfold`` (K-fold cross-validation, Section 3.6)
+and ``zoo export`` (a checkpoint as safetensors, ONNX or ``torch.export``, metadata included).
 
 Model and data are chosen in subclass mode (``class_path`` / ``init_args``); the data module's
 ``num_classes``, ``in_channels`` and ``classes`` are linked into the model, so a recipe states
@@ -12,12 +13,14 @@ import argparse
 import re
 import statistics
 import sys
+from pathlib import Path
 
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 import zoo
+from zoo.export import FORMATS, MIN_ONNX_OPSET, checkpoint_record, export_checkpoint
 
 __all__ = ["ZooCLI", "main"]
 
@@ -136,6 +139,66 @@ def run_kfold(argv: list[str]) -> list[float]:
     return scores
 
 
+def run_export(argv: list[str]) -> Path:
+    """``zoo export CKPT --format safetensors|onnx|pt2 [--out PATH] [--input-size C H W |
+    --image-size N] [--opset N]``: the trained model for use without the zoo, with its class names
+    and preprocessing in the file."""
+    parser = argparse.ArgumentParser(prog="zoo export", description=run_export.__doc__)
+    parser.add_argument("checkpoint", help="a .ckpt written by a zoo task (zoo fit)")
+    parser.add_argument("--format", required=True, choices=list(FORMATS))
+    parser.add_argument("--out", default=None, help="default: CKPT with the format's extension")
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument(
+        "--input-size", nargs=3, type=int, metavar=("C", "H", "W"), help="traced input size"
+    )
+    size.add_argument("--image-size", type=int, metavar="N", help="traced input N x N")
+    parser.add_argument("--opset", type=int, help=f"ONNX opset, {MIN_ONNX_OPSET} or newer")
+    args = parser.parse_args(argv)
+    try:
+        record = checkpoint_record(args.checkpoint)
+        out = export_checkpoint(
+            args.checkpoint,
+            args.format,
+            args.out,
+            input_size=args.input_size,
+            image_size=args.image_size,
+            opset=args.opset,
+        )
+    except (FileNotFoundError, ValueError, ImportError) as error:
+        raise SystemExit(f"zoo export: {error}") from error
+    load, metadata = _load_hints(args.format, out, record)
+    print(f"wrote {out}")
+    print(f"load it with: {load}")
+    print(f"class names and preprocessing: {metadata}")
+    sidecar = out.with_name(out.name + ".data")
+    if args.format == "onnx" and sidecar.is_file():
+        print(f"its weights are in {sidecar} (ONNX's 2 GB limit): keep the two files together")
+    return out
+
+
+def _load_hints(format: str, path: Path, record: dict) -> tuple[str, str]:
+    """Python that runs an exported file, and Python that reads its ``"zoo"`` record."""
+    if format == "safetensors":
+        kwargs = "".join(f", {k}={v!r}" for k, v in record["model_kwargs"].items())
+        return (
+            f"zoo.create_model({record['model']!r}{kwargs})"
+            f".load_state_dict(safetensors.torch.load_file('{path}'))",
+            f"json.loads(safetensors.safe_open('{path}', 'pt').metadata()['zoo'])",
+        )
+    if format == "onnx":
+        return (
+            f"onnxruntime.InferenceSession('{path}').run(['logits'], {{'images': x}})"
+            "  # x: float32 [N, C, H, W] numpy",
+            f"json.loads(onnxruntime.InferenceSession('{path}')"
+            ".get_modelmeta().custom_metadata_map['zoo'])",
+        )
+    return (
+        f"torch.export.load('{path}').module()(x)",
+        f"torch.export.load('{path}', extra_files=(files := {{'zoo.json': ''}})); "
+        "json.loads(files['zoo.json'])",
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``zoo`` console script (``argv`` for calls from Python and tests)."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -143,6 +206,8 @@ def main(argv: list[str] | None = None) -> None:
         print_models(args[1:])
     elif args[:1] == ["kfold"]:
         run_kfold(args[1:])
+    elif args[:1] == ["export"]:
+        run_export(args[1:])
     else:
         ZooCLI(args=argv)  # None: LightningCLI reads sys.argv itself
 
