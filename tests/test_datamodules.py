@@ -446,7 +446,8 @@ def test_trainer_runs_on_the_datamodule(tmp_path: Path, val_fraction: float) -> 
 def test_public_api() -> None:
     assert set(datamodules.__all__) == {
         "ClassificationDataModule", "Digits", "MNIST", "FashionMNIST", "read_idx", "write_idx",
-        "SyntheticRegression",
+        "SyntheticRegression", "SplitDataModule", "FileDataModule", "FileClassificationDataModule",
+        "ImageFolder", "ImageNetSubset", "load_image",
     }  # fmt: skip
 
 
