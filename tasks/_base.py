@@ -64,6 +64,7 @@ class ZooTask(LightningModule):
     ) -> None:
         super().__init__()
         self.model_kwargs = dict(model_kwargs or {})
+        self.implied_kwargs: dict[str, Any] = {}
         if isinstance(model, nn.Module):
             if weights is not None:
                 raise ValueError(
@@ -75,6 +76,14 @@ class ZooTask(LightningModule):
         else:
             self.model_name = model
             self.model = (build or _build)(model, self.model_kwargs, weights)
+            # Builder arguments the weights imply (GoogLeNet's transform_input, or what a zoo
+            # checkpoint was trained with) join the record, so zoo.load and load_from_checkpoint
+            # rebuild this very network.
+            built_with = getattr(getattr(self.model, "pretrained_cfg", None), "model_kwargs", {})
+            self.implied_kwargs = {
+                k: v for k, v in built_with.items() if k not in self.model_kwargs
+            }
+            self.model_kwargs |= self.implied_kwargs
         self.finetuning = FineTuning(
             self.model, freeze, unfreeze_at_epochs, head_lr_mult, layer_lr_decay
         )
@@ -141,8 +150,11 @@ class ZooTask(LightningModule):
         return {"model": self.model_name, "model_kwargs": self.model_kwargs}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # The state dict holds the weights now: reloading must not fetch them again.
-        if "weights" in checkpoint.get("hyper_parameters", {}):
-            checkpoint["hyper_parameters"]["weights"] = None
+        # The state dict holds the weights now: reloading must not fetch them again, but must
+        # build the network those weights implied.
+        hparams = checkpoint.get("hyper_parameters", {})
+        if "weights" in hparams:
+            hparams["weights"] = None
+            hparams["model_kwargs"] = self.implied_kwargs | (hparams.get("model_kwargs") or {})
         if self.model_name is not None:
             checkpoint["zoo"] = self.zoo_record()

@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from torchvision.models import WeightsEnum
 
 # Two xdist workers on two cores: more threads per worker would only fight over them.
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -19,3 +20,20 @@ def fashion_dir(tmp_path):
 
     write_mnist_files(tmp_path / "FashionMNIST" / "raw", num_train=60, num_test=20)
     return tmp_path
+
+
+@pytest.fixture
+def serve_torchvision(monkeypatch):
+    """torchvision's weights API, returning a given state dict instead of downloading one: the
+    ``weights="torchvision"`` branch runs as it would online. Returns the calls it saw."""
+    calls: list[tuple[WeightsEnum, dict]] = []
+
+    def serve(state: dict[str, torch.Tensor]) -> list[tuple[WeightsEnum, dict]]:
+        def get_state_dict(self, *args, **kwargs):
+            calls.append((self, kwargs))
+            return state
+
+        monkeypatch.setattr(WeightsEnum, "get_state_dict", get_state_dict)
+        return calls
+
+    return serve

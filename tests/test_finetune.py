@@ -14,8 +14,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import torchvision
 from torch.utils.data import DataLoader, TensorDataset
 
+import zoo
 from tasks import ImageClassifier
 from tasks.finetune import FineTuning
 
@@ -224,3 +226,51 @@ def test_frozen_stages_stay_frozen_under_ddp(tmp_path):
         assert not all(torch.equal(initial[k], rank[f"epoch0/{k}"]) for k in head)
     # epoch 1: thawed, and DDP keeps the ranks in step although each saw other images
     assert all(not torch.equal(initial[k], ranks[0][k]) for k in backbone)
+
+
+def test_torchvision_weights_are_adapted_and_recorded(tmp_path, serve_torchvision):
+    """ImageNet GoogLeNet -> 3 grey classes: shared class names keep their ImageNet rows, the
+    builder argument the weights imply (transform_input) is recorded, and the checkpoint reloads
+    without fetching the weights again."""
+    torch.manual_seed(0)
+    reference = torchvision.models.googlenet(weights=None, init_weights=True).eval()
+    calls = serve_torchvision(reference.state_dict())
+    names = ["tench", "not-a-fish", "zebra"]
+    task = ImageClassifier(
+        "googlenet_torchvision", num_classes=3, in_channels=1, class_names=names,
+        weights="torchvision",
+    )  # fmt: skip
+    assert len(calls) == 1 and task.model_kwargs["transform_input"] is True
+    head = task.model.get_classifier()
+    for row, imagenet_row in ((0, 0), (2, 340)):  # tench and zebra in ImageNet's order
+        assert torch.equal(head.weight[row], reference.fc.weight[imagenet_row])
+    trainer = _trainer(tmp_path)
+    grey = DataLoader(TensorDataset(torch.randn(4, 1, 96, 96), torch.tensor([0, 1, 2, 0])))
+    trainer.fit(task, grey)
+    trainer.save_checkpoint(tmp_path / "googlenet.ckpt")
+
+    loaded = zoo.load(tmp_path / "googlenet.ckpt")
+    restored = ImageClassifier.load_from_checkpoint(tmp_path / "googlenet.ckpt").eval()
+    assert len(calls) == 1  # neither fetched anything
+    assert loaded.pretrained_cfg.class_names == names
+    x = torch.randn(2, 1, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), task.model.eval()(x))
+        torch.testing.assert_close(restored(x), task.model(x))
+
+
+def test_weights_from_a_zoo_checkpoint_reuse_shared_rows(tmp_path):
+    """Fine-tuning from our own checkpoint (digits 0-4 -> digits 3-7): the body is copied, the
+    rows of 3 and 4 too, and the other rows start fresh."""
+    source = _task(class_names=["0", "1", "2", "3"])
+    trainer = _trainer(tmp_path)
+    trainer.fit(source, _loader(1))
+    trainer.save_checkpoint(tmp_path / "source.ckpt")
+    target = ImageClassifier(
+        "resnet18", num_classes=3, in_channels=1, class_names=["3", "2", "7"],
+        weights=str(tmp_path / "source.ckpt"),
+    )  # fmt: skip
+    old, new = source.model.get_classifier(), target.model.get_classifier()
+    assert torch.equal(new.weight[0], old.weight[3]) and torch.equal(new.weight[1], old.weight[2])
+    stem = target.model.features.stem[0][0].weight
+    torch.testing.assert_close(stem, source.model.features.stem[0][0].weight.sum(1, keepdim=True))

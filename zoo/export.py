@@ -206,16 +206,7 @@ def _check_format(format: str) -> None:
 def _record_of(model: nn.Module) -> dict[str, Any]:
     """What ``zoo.load`` attached to ``model``, as a record; empty for other modules."""
     cfg = getattr(model, "pretrained_cfg", None)
-    if cfg is None:
-        return {}
-    return {
-        **cfg.extra,
-        "class_names": cfg.class_names,
-        "mean": cfg.mean,
-        "std": cfg.std,
-        "image_size": cfg.image_size,
-        "in_channels": cfg.in_channels,
-    }
+    return {} if cfg is None else cfg.to_record()
 
 
 def _default_input_size(record: dict[str, Any]) -> tuple[int, ...]:

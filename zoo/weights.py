@@ -1,21 +1,27 @@
-"""Loading trained weights: any checkpoint the zoo's tasks wrote, in pure PyTorch.
+"""Trained weights, in pure PyTorch: torchvision's ImageNet weights, state dicts, safetensors files,
+checkpoints a zoo task wrote, and files behind a URL.
 
-Checkpoints are read with ``torch.load(weights_only=True)`` (no pickled code runs) and carry a
-plain ``"zoo"`` record: registry name, builder arguments, class names and preprocessing.
+Everything is read without running pickled code (``torch.load(weights_only=True)``, or
+safetensors), and files fetched from a URL are checked against the SHA-256 prefix in their name
+before they enter the cache. Every loaded model carries a :class:`PretrainedConfig`: class names
+and the preprocessing its weights expect.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
-from zoo._registry import create_model
+from zoo._registry import ModelInfo, create_model, list_models
 
-__all__ = ["PretrainedConfig", "load"]
+__all__ = ["PretrainedConfig", "load", "load_weights"]
 
 
 @dataclass
@@ -23,10 +29,19 @@ class PretrainedConfig:
     """What a trained model needs beside its weights: class names and preprocessing.
 
     Attributes:
-        class_names: one name per output, or ``None`` when training did not record them.
+        class_names: one name per output, or ``None`` when the weights do not record them.
         mean, std: per-channel normalisation the model was trained with.
-        image_size: side the inputs were resized to, ``None`` for the native size.
+        image_size: side of the model's input, ``None`` for the native size.
         in_channels: 1 for grey-scale models, 3 for colour.
+        resize_size: when set, images are resized so that their shorter side is this long and
+            then centre-cropped to ``image_size`` (torchvision's evaluation preset, e.g. 256 then
+            224); when ``None``, they are resized to ``image_size`` x ``image_size`` directly.
+        source: where the weights came from: ``"torchvision:ResNet18_Weights.IMAGENET1K_V1"``, a
+            path or a URL. Passing it back as ``weights=`` loads the same weights.
+        model: the registry name the model was built from.
+        model_kwargs: every builder argument the network was built with, including those the
+            weights imply (GoogLeNet's ``transform_input``): ``create_model(model, **model_kwargs)``
+            builds the same network.
         extra: the rest of the checkpoint's record, e.g. ``{"task": "classification"}``.
     """
 
@@ -35,7 +50,26 @@ class PretrainedConfig:
     std: list[float] | None = None
     image_size: int | None = None
     in_channels: int = 3
+    resize_size: int | None = None
+    source: str | None = None
+    model: str | None = None
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        """The plain-data ``"zoo"`` record this config was read from (or would be written as)."""
+        return {
+            **self.extra,
+            "model": self.model,
+            "model_kwargs": dict(self.model_kwargs),
+            "class_names": self.class_names,
+            "mean": self.mean,
+            "std": self.std,
+            "image_size": self.image_size,
+            "in_channels": self.in_channels,
+            "resize_size": self.resize_size,
+            "source": self.source,
+        }
 
     def transforms(self):
         """A torchvision ``v2`` pipeline from a PIL image or uint8 tensor to a model input."""
@@ -44,7 +78,11 @@ class PretrainedConfig:
         steps: list[Any] = [v2.ToImage()]
         if self.in_channels == 1:
             steps.append(v2.Grayscale(num_output_channels=1))
-        if self.image_size is not None:
+        if self.resize_size is not None:
+            steps.append(v2.Resize(self.resize_size, antialias=True))  # the shorter side
+            if self.image_size is not None:
+                steps.append(v2.CenterCrop(self.image_size))
+        elif self.image_size is not None:
             steps.append(v2.Resize((self.image_size, self.image_size), antialias=True))
         steps.append(v2.ToDtype(torch.float32, scale=True))
         if self.mean is not None and self.std is not None:
@@ -53,13 +91,34 @@ class PretrainedConfig:
 
 
 # Keys of the checkpoint's "zoo" record that PretrainedConfig or the builder already holds.
-_RECORD_FIELDS = {"model", "model_kwargs", "class_names", "mean", "std", "image_size"}
+_RECORD_FIELDS = {
+    "model",
+    "model_kwargs",
+    "class_names",
+    "mean",
+    "std",
+    "image_size",
+    "in_channels",
+    "resize_size",
+    "source",
+}
+# What a classifier's shape is made of; weights fix both, zoo.adapt changes them afterwards.
+_SHAPE_KWARGS = ("num_classes", "in_channels")
+# torchvision's convention (torch.hub.load_state_dict_from_url(check_hash=True)): the file name
+# ends in the first 8 or more hex digits of its SHA-256, e.g. resnet18-f37072fd.pth.
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.\w+$")
+_URL_SCHEMES = ("http://", "https://", "file://")
+_WEIGHTS_FORMS = (
+    "None, 'torchvision', 'torchvision:<Enum>.<ENTRY>', a path to a .pth/.pt/.ckpt/.safetensors "
+    "file, or an http(s):// or file:// URL"
+)
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model from a checkpoint written by a zoo task, in eval mode.
 
-    The returned module has a ``pretrained_cfg`` (:class:`PretrainedConfig`) attribute, so::
+    Reads a task's ``.ckpt`` or a ``.safetensors`` file written by ``zoo export``. The returned
+    module has a ``pretrained_cfg`` (:class:`PretrainedConfig`) attribute, so::
 
         model = zoo.load("runs/lenet_digits/checkpoints/best.ckpt")
         probs = model(model.pretrained_cfg.transforms()(image)[None]).softmax(-1)
@@ -73,25 +132,287 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Modul
         raise FileNotFoundError(
             f"no checkpoint at {path}; training writes them under runs/<name>/checkpoints/"
         )
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    record = checkpoint.get("zoo") if isinstance(checkpoint, dict) else None
+    state, record = _read(path, map_location)
     if record is None or record.get("model") is None:
         raise ValueError(
             f"{path} has no 'zoo' record: it was not written by a zoo task trained from a registry "
-            "name. Build the model yourself and load checkpoint['state_dict'] into it."
+            "name. Build the model yourself and load checkpoint['state_dict'] into it, or use "
+            "zoo.create_model(name, weights=path)."
         )
-    model = create_model(record["model"], **record.get("model_kwargs", {}))
-    prefix = "model."
-    state = {
-        k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)
-    }
+    model = create_model(record["model"], **(record.get("model_kwargs") or {}))
+    _load_exactly(model, state, path)
+    model.pretrained_cfg = _config_from_record(record, model, str(path))
+    return model.eval()
+
+
+def load_weights(info: ModelInfo, weights: str | Path, **kwargs: Any) -> nn.Module:
+    """Build ``info``'s model with trained weights: what ``create_model(name, weights=...)`` does.
+
+    The model is built at the weights' own ``num_classes`` and ``in_channels``, loaded exactly
+    (every key, every shape), and only then fitted to the ``num_classes`` / ``in_channels`` in
+    ``kwargs`` with :func:`zoo.adapt`.
+
+    Args:
+        info: the registry entry of the model to build.
+        weights: one of
+
+            - ``"torchvision"``: the torchvision weights the family registered for this variant,
+              through torchvision's own API (its cache under ``$TORCH_HOME``, its hash check);
+              ``"torchvision:ResNet50_Weights.IMAGENET1K_V1"`` picks another entry of the same
+              enum. Class names and preprocessing come from the weights' metadata and transforms.
+            - a path: a state dict (``.pth``/``.pt``) with the zoo's keys or torchvision's keys
+              of the family; a ``.safetensors`` file, bare or written by ``zoo export`` (its
+              ``"zoo"`` metadata supplies builder arguments, class names and preprocessing); or
+              a checkpoint a zoo task wrote.
+            - an ``http://``, ``https://`` or ``file://`` URL of such a file, whose name carries
+              the first 8 or more hex digits of its SHA-256 (``name-<sha256>.ext``, torchvision's
+              convention). It is downloaded to ``torch.hub.get_dir()/checkpoints`` and kept only
+              when its hash matches; a file already cached under that name is reused.
+
+        **kwargs: builder arguments.
+
+    Raises:
+        ValueError: the model has no torchvision weights, the weights are unknown, the file was
+            written for another model or does not fit (missing, unexpected or mis-shaped keys),
+            or a URL has no hash in its name or its file does not match it.
+        FileNotFoundError: no file at the path.
+    """
+    source = str(weights)
+    if source == "torchvision" or source.startswith("torchvision:"):
+        return _load_torchvision(info, source.partition(":")[2] or None, kwargs)
+    if source.startswith(_URL_SCHEMES):
+        return _load_file(info, _download(source), source, kwargs)
+    path = Path(weights).expanduser()
+    if path.is_file():
+        return _load_file(info, path, source, kwargs)
+    if path.suffix or len(path.parts) > 1:
+        raise FileNotFoundError(f"no weights file at {source}; weights must be {_WEIGHTS_FORMS}")
+    raise ValueError(f"unknown weights {source!r}; weights must be {_WEIGHTS_FORMS}")
+
+
+def _load_torchvision(info: ModelInfo, entry: str | None, kwargs: dict[str, Any]) -> nn.Module:
+    from torchvision.models import get_weight
+
+    if info.torchvision_weights is None:
+        raise ValueError(
+            f"torchvision has no weights for {info.name!r}; these models have them: "
+            f"{list_models(pretrained=True)}. For other weights pass a file or URL as weights="
+        )
+    enum_name = info.torchvision_weights.split(".")[0]
+    entry = entry or info.torchvision_weights
+    try:
+        tv_weights = get_weight(entry)
+    except (KeyError, ValueError):
+        tv_weights = None
+    if tv_weights is None or type(tv_weights).__name__ != enum_name:
+        entries = [f"{enum_name}.{w.name}" for w in type(get_weight(info.torchvision_weights))]
+        raise ValueError(
+            f"unknown torchvision weights {entry!r} for {info.name!r}; choose one of {entries} "
+            f"(weights='torchvision' loads {info.torchvision_weights})"
+        )
+    state = tv_weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+    preset = tv_weights.transforms()  # torchvision's ImageClassification evaluation preset
+    categories = tv_weights.meta.get("categories")
+    cfg = PretrainedConfig(
+        class_names=list(categories) if categories else None,
+        mean=list(preset.mean),
+        std=list(preset.std),
+        image_size=preset.crop_size[0],
+        in_channels=3,
+        resize_size=preset.resize_size[0],
+        source=f"torchvision:{entry}",
+    )
+    native = {"num_classes": len(categories), "in_channels": 3} if categories else None
+    build_kwargs = {**info.torchvision_kwargs, **kwargs}
+    return _build_and_load(info, state, build_kwargs, native, cfg, f"torchvision:{entry}")
+
+
+def _load_file(info: ModelInfo, path: Path, source: str, kwargs: dict[str, Any]) -> nn.Module:
+    state, record = _read(path)
+    if record is None:
+        return _build_and_load(info, state, kwargs, None, PretrainedConfig(source=source), source)
+    if record.get("model") not in (None, info.name):
+        raise ValueError(
+            f"{source} holds weights of {record['model']!r} (its zoo record), not {info.name!r}: "
+            f"call zoo.create_model({record['model']!r}, weights=...) or zoo.load({source!r})"
+        )
+    trained_with = dict(record.get("model_kwargs") or {})
+    native = {k: trained_with.pop(k) for k in _SHAPE_KWARGS if k in trained_with}
+    cfg = _config_from_record(record, None, source)
+    return _build_and_load(info, state, {**trained_with, **kwargs}, native, cfg, source)
+
+
+def _build_and_load(
+    info: ModelInfo,
+    state: dict[str, Tensor],
+    kwargs: dict[str, Any],
+    native: dict[str, int] | None,
+    cfg: PretrainedConfig,
+    source: str,
+) -> nn.Module:
+    """Build at the weights' shape (``native``; inferred from ``state`` when ``None``), load
+    exactly, attach ``cfg``, then adapt to the ``num_classes`` / ``in_channels`` asked for."""
+    from zoo._adapt import adapt  # zoo.adapt builds on models and configs: import on use
+
+    requested = {k: kwargs.pop(k) for k in _SHAPE_KWARGS if k in kwargs}
+    model = info.builder(**kwargs, **(requested if native is None else native))
+    state = _zoo_layout(state, model, info)
+    if native is None and hasattr(model, "num_classes") and hasattr(model, "in_channels"):
+        native = _native_shape(model, state)
+        if native != {"num_classes": model.num_classes, "in_channels": model.in_channels}:
+            model = info.builder(**kwargs, **native)
+    _load_exactly(model, state, source)
+    cfg.in_channels = getattr(model, "in_channels", cfg.in_channels)
+    cfg.model = info.name
+    cfg.model_kwargs = {**kwargs, **(requested if native is None else native)}
+    model.pretrained_cfg = cfg
+    return adapt(model, **requested) if requested else model
+
+
+def _read(
+    path: Path, map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
+    """A file's state dict in the model's own keys, and its ``"zoo"`` record if it has one."""
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device=str(map_location)) as file:
+                metadata = file.metadata() or {}
+                state = {key: file.get_tensor(key) for key in file.keys()}
+        except SafetensorError as error:
+            raise ValueError(f"{path} is not a readable safetensors file ({error})") from error
+        return state, json.loads(metadata["zoo"]) if "zoo" in metadata else None
+    try:
+        contents = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # pickle errors have no common type worth naming
+        raise ValueError(
+            f"cannot read {path} with torch.load(weights_only=True) ({error}); expected a state "
+            "dict (.pth/.pt), a zoo checkpoint (.ckpt) or a .safetensors file"
+        ) from error
+    if not isinstance(contents, dict):
+        raise ValueError(
+            f"{path} holds a {type(contents).__name__}, not a state dict or a checkpoint"
+        )
+    record = contents.get("zoo")
+    if "state_dict" in contents:  # a Lightning checkpoint: the network is the task's `model`
+        state = contents["state_dict"]
+        prefix = "model."
+        if record is not None or all(key.startswith(prefix) for key in state):
+            state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        return state, record
+    if not all(isinstance(value, Tensor) for value in contents.values()):
+        raise ValueError(
+            f"{path} is neither a state dict (names -> tensors) nor a checkpoint with a "
+            f"'state_dict'; its keys are {sorted(contents)[:8]}"
+        )
+    return contents, None
+
+
+def _zoo_layout(state: dict[str, Tensor], model: nn.Module, info: ModelInfo) -> dict[str, Tensor]:
+    """``state`` as is when it has the zoo's keys, else mapped from torchvision's layout when
+    that fits the model better."""
+    if info.torchvision_weights is None:
+        return state
+    key_map = info.torchvision_key_map or (lambda key: key)
+    mapped = {new: value for key, value in state.items() if (new := key_map(key)) is not None}
+    expected = set(model.state_dict())
+    return mapped if len(expected & mapped.keys()) > len(expected & state.keys()) else state
+
+
+def _native_shape(model: nn.Module, state: dict[str, Tensor]) -> dict[str, int]:
+    """The ``num_classes`` and ``in_channels`` a classifier state dict (zoo keys) was trained with,
+    read from the first layer's weight and the last weight of the head (``fc``, the contract)."""
+    in_channels = model.in_channels
+    for name, layer in model.named_modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):  # the layer zoo.adapt adapts
+            weight = state.get(f"{name}.weight")
+            if weight is not None and isinstance(layer, nn.Conv2d):
+                in_channels = weight.shape[1]
+            elif weight is not None:  # flattened pixels: in_features = channels x pixels
+                in_channels = weight.shape[1] * model.in_channels // layer.in_features
+            break
+    head = [
+        value for key, value in state.items() if key.startswith("fc.") and key.endswith("weight")
+    ]
+    return {"num_classes": head[-1].shape[0] if head else 0, "in_channels": in_channels}
+
+
+def _load_exactly(model: nn.Module, state: dict[str, Tensor], source: str | Path) -> None:
+    """``load_state_dict(strict=True)``, with an error that names the file and what is wrong."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in state]
+    unexpected = [key for key in state if key not in expected]
+    mismatched = [
+        f"{key}: file {list(value.shape)}, model {list(expected[key].shape)}"
+        for key, value in state.items()
+        if key in expected and value.shape != expected[key].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys ({_summary(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys ({_summary(unexpected)})")
+    if mismatched:
+        problems.append(f"{len(mismatched)} shapes differ ({_summary(mismatched)})")
+    if problems:
+        raise ValueError(
+            f"weights {source} do not fit {type(model).__name__} "
+            f"({sum(v.numel() for v in expected.values()):,} values): " + "; ".join(problems) + ". "
+            "Expected the model's state_dict (zoo keys, or torchvision's for families torchvision "
+            "ships) built with the same arguments the weights were trained with."
+        )
     model.load_state_dict(state)
-    model.pretrained_cfg = PretrainedConfig(
+
+
+def _summary(items: list[str], limit: int = 4) -> str:
+    more = f", ... {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def _config_from_record(
+    record: dict[str, Any], model: nn.Module | None, source: str
+) -> PretrainedConfig:
+    trained_with = record.get("model_kwargs") or {}
+    in_channels = record.get("in_channels", trained_with.get("in_channels", 3))
+    return PretrainedConfig(
         class_names=record.get("class_names"),
         mean=record.get("mean"),
         std=record.get("std"),
         image_size=record.get("image_size"),
-        in_channels=record.get("model_kwargs", {}).get("in_channels", 3),
+        in_channels=getattr(model, "in_channels", in_channels),
+        resize_size=record.get("resize_size"),
+        source=source,
+        model=record.get("model"),
+        model_kwargs=dict(trained_with),
         extra={k: v for k, v in record.items() if k not in _RECORD_FIELDS},
     )
-    return model.eval()
+
+
+def _download(url: str) -> Path:
+    """The cached copy of ``url`` under ``torch.hub.get_dir()/checkpoints``, fetched if absent.
+
+    ``torch.hub.download_url_to_file`` writes to a ``.partial`` file, checks the hash, and only
+    then moves it into place (deleting it otherwise), so a bad download never enters the cache.
+    """
+    filename = Path(urlparse(url).path).name
+    match = _HASH_IN_NAME.search(filename)
+    if match is None:
+        raise ValueError(
+            f"{url} has no SHA-256 prefix in its file name, so its download cannot be checked: "
+            "publish it as name-<first 8+ hex digits of `sha256sum FILE`>.ext (torchvision's "
+            "convention, e.g. resnet18-f37072fd.pth), or download it yourself and pass the path"
+        )
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            torch.hub.download_url_to_file(url, str(cached), hash_prefix=match.group(1))
+        except RuntimeError as error:
+            if "invalid hash value" not in str(error):
+                raise
+            raise ValueError(
+                f"{url} does not match the SHA-256 prefix {match.group(1)!r} in its name ({error}); "
+                "the download was discarded. Check the URL, or the hash it was published with."
+            ) from error
+    return cached

@@ -1,4 +1,8 @@
-"""ResNet (He et al., 2016) from the course's residual blocks (Section 8.6)."""
+"""ResNet (He et al., 2016) from the course's residual blocks (Section 8.6).
+
+The blocks carry torchvision's module names, so torchvision's ImageNet weights load with the stem
+and the stages moved under ``features`` (:func:`_torchvision_key`).
+"""
 
 from __future__ import annotations
 
@@ -71,17 +75,27 @@ def _build_resnet(
     return model
 
 
+def _torchvision_key(key: str) -> str:
+    """torchvision's ResNet key -> the zoo's: ``conv1``/``bn1`` are the stem's conv-BN unit,
+    ``layer1``..``layer4`` are stages of ``features``; ``fc`` keeps its name."""
+    module, _, rest = key.partition(".")
+    if module in ("conv1", "bn1"):
+        return f"features.stem.0.{0 if module == 'conv1' else 1}.{rest}"
+    return f"features.{key}" if module.startswith("layer") else key
+
+
+# Block, stage depths, and torchvision's weights (its best ImageNet entry for each depth).
 _ARCHS = {
-    "resnet18": (BasicBlock, (2, 2, 2, 2)),
-    "resnet34": (BasicBlock, (3, 4, 6, 3)),
-    "resnet50": (Bottleneck, (3, 4, 6, 3)),
-    "resnet101": (Bottleneck, (3, 4, 23, 3)),
-    "resnet152": (Bottleneck, (3, 8, 36, 3)),
+    "resnet18": (BasicBlock, (2, 2, 2, 2), "ResNet18_Weights.IMAGENET1K_V1"),
+    "resnet34": (BasicBlock, (3, 4, 6, 3), "ResNet34_Weights.IMAGENET1K_V1"),
+    "resnet50": (Bottleneck, (3, 4, 6, 3), "ResNet50_Weights.IMAGENET1K_V2"),
+    "resnet101": (Bottleneck, (3, 4, 23, 3), "ResNet101_Weights.IMAGENET1K_V2"),
+    "resnet152": (Bottleneck, (3, 8, 36, 3), "ResNet152_Weights.IMAGENET1K_V2"),
 }
 
 
 def _variant(name: str):
-    block, layers = _ARCHS[name]
+    block, layers, torchvision_weights = _ARCHS[name]
 
     def builder(*, num_classes: int = 1000, in_channels: int = 3, **kwargs) -> Classifier:
         return _build_resnet(
@@ -91,9 +105,15 @@ def _variant(name: str):
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = (
         f"ResNet-{name[6:]}: {block.__name__} stages of depth {layers} (Section 8.6). "
-        "Keyword arguments: ``zero_init_residual``, ``init``."
+        "Keyword arguments: ``zero_init_residual``, ``init``. "
+        f"``weights='torchvision'`` loads {torchvision_weights}."
     )
-    return register_model(task="classification", input_size=(3, 224, 224))(builder)
+    return register_model(
+        task="classification",
+        input_size=(3, 224, 224),
+        torchvision_weights=torchvision_weights,
+        torchvision_key_map=_torchvision_key,
+    )(builder)
 
 
 resnet18 = _variant("resnet18")

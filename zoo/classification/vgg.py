@@ -1,9 +1,13 @@
-"""VGG (Simonyan & Zisserman, 2015) built from the course's VGG block (Section 8.2)."""
+"""VGG (Simonyan & Zisserman, 2015) built from the course's VGG block (Section 8.2).
+
+The layers are torchvision's, grouped into named blocks, so torchvision's ImageNet weights load
+once its flat ``features`` indices are renamed (:func:`_torchvision_key_map`).
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from torch import nn
 
@@ -78,6 +82,30 @@ def _build_vgg(
     )
 
 
+def _torchvision_key_map(arch: Sequence[tuple[int, int]], batch_norm: bool) -> Callable[[str], str]:
+    """torchvision's VGG key -> the zoo's, for one configuration.
+
+    torchvision's ``features`` is one flat ``Sequential``: per convolution ``conv, [bn], relu``,
+    and a max-pool closing each block; its ``classifier`` is ``linear, relu, dropout`` twice and
+    the last linear layer, which are ``pre_logits.2``, ``pre_logits.5`` and ``fc`` here.
+    """
+    modules = {"classifier.0": "pre_logits.2", "classifier.3": "pre_logits.5", "classifier.6": "fc"}
+    index = 0
+    for block, (num_convs, _) in enumerate(arch, start=1):
+        for conv in range(num_convs):
+            modules[f"features.{index}"] = f"features.block{block}.{conv}.0"
+            if batch_norm:
+                modules[f"features.{index + 1}"] = f"features.block{block}.{conv}.1"
+            index += 3 if batch_norm else 2
+        index += 1  # the block's max-pool
+
+    def rename(key: str) -> str:
+        module, _, param = key.rpartition(".")
+        return f"{modules.get(module, module)}.{param}"
+
+    return rename
+
+
 def _variant(name: str, batch_norm: bool):
     def builder(*, num_classes: int = 1000, in_channels: int = 3, **kwargs) -> Classifier:
         return _build_vgg(
@@ -89,13 +117,22 @@ def _variant(name: str, batch_norm: bool):
         )
 
     depth = name[3:]
-    builder.__name__ = builder.__qualname__ = name + ("_bn" if batch_norm else "")
+    suffix = "_bn" if batch_norm else ""
+    # torchvision names the enums VGG11_Weights, VGG11_BN_Weights, ...
+    torchvision_weights = f"VGG{depth}{suffix.upper()}_Weights.IMAGENET1K_V1"
+    builder.__name__ = builder.__qualname__ = name + suffix
     builder.__doc__ = (
         f"VGG-{depth}{' with batch norm after every convolution' if batch_norm else ''} "
         f"(configuration {VGG_ARCHS[name]}, Section 8.2). "
-        "Keyword arguments: ``width_divisor``, ``dropout``, ``init``."
+        "Keyword arguments: ``width_divisor``, ``dropout``, ``init``. "
+        f"``weights='torchvision'`` loads {torchvision_weights}."
     )
-    return register_model(task="classification", input_size=(3, 224, 224))(builder)
+    return register_model(
+        task="classification",
+        input_size=(3, 224, 224),
+        torchvision_weights=torchvision_weights,
+        torchvision_key_map=_torchvision_key_map(VGG_ARCHS[name], batch_norm),
+    )(builder)
 
 
 vgg11 = _variant("vgg11", batch_norm=False)
