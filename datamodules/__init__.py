@@ -8,7 +8,9 @@ the splits of :class:`SplitDataModule`. Augmentation presets live in
 :mod:`datamodules.transforms`.
 """
 
-from ._base import ClassificationDataModule, FileDataModule, SplitDataModule, load_image
+from ._base import SplitDataModule
+from ._files import FileDataModule, load_image
+from ._memory import ClassificationDataModule
 from .digits import Digits
 from .folder import FileClassificationDataModule, ImageFolder
 from .idx import read_idx, write_idx

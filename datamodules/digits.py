@@ -16,7 +16,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch import Tensor
 
-from ._base import ClassificationDataModule
+from ._memory import ClassificationDataModule
 
 __all__ = ["Digits"]
 

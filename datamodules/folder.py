@@ -16,7 +16,7 @@ import albumentations as A
 import numpy as np
 
 from . import transforms
-from ._base import FileDataModule
+from ._files import FileDataModule
 
 __all__ = [
     "IMAGE_EXTENSIONS",

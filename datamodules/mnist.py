@@ -17,7 +17,7 @@ import torchvision
 from torch import Tensor
 from torchvision.datasets import VisionDataset
 
-from ._base import ClassificationDataModule
+from ._memory import ClassificationDataModule
 from .idx import read_idx
 
 __all__ = ["MNIST", "FashionMNIST"]
