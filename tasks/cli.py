@@ -179,10 +179,8 @@ def run_export(argv: list[str]) -> Path:
 def _load_hints(format: str, path: Path, record: dict) -> tuple[str, str]:
     """Python that runs an exported file, and Python that reads its ``"zoo"`` record."""
     if format == "safetensors":
-        kwargs = "".join(f", {k}={v!r}" for k, v in record["model_kwargs"].items())
         return (
-            f"zoo.create_model({record['model']!r}{kwargs})"
-            f".load_state_dict(safetensors.torch.load_file('{path}'))",
+            f"zoo.load('{path}')  # or zoo.create_model({record['model']!r}, weights='{path}')",
             f"json.loads(safetensors.safe_open('{path}', 'pt').metadata()['zoo'])",
         )
     if format == "onnx":

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 
 import zoo
 from tasks.cli import ZooCLI, main, run_kfold
+from tests._image_files import write_ilsvrc, write_photo_classes
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 RECIPES = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "trainer")
@@ -45,10 +47,31 @@ def test_recipe_validates(recipe, capsys):
     assert "class_path: tasks." in printed and "class_path: datamodules." in printed
 
 
+@pytest.fixture(scope="module")
+def finetune_inputs(tmp_path_factory) -> Path:
+    """What the fine-tuning recipes read, offline: a folder of real photos (4 classes), a tiny
+    ILSVRC tree, and a torchvision-layout ResNet-18 state dict standing in for its weights."""
+    root = tmp_path_factory.mktemp("finetune")
+    write_photo_classes(root / "images")
+    write_ilsvrc(root / "imagenet", "flat")
+    torch.manual_seed(0)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), root / "resnet18.pth")
+    return root
+
+
+def _offline(recipe: Path, inputs: Path) -> list[str]:
+    """Overrides that point a fine-tuning recipe at ``finetune_inputs`` (none for the others)."""
+    if recipe.parent.name != "finetune":
+        return []
+    data = inputs / ("imagenet" if "imagenette" in recipe.stem else "images")
+    return ["--data.root", str(data), "--model.weights", str(inputs / "resnet18.pth")]
+
+
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
-def test_recipe_instantiates(recipe):
+def test_recipe_instantiates(recipe, finetune_inputs):
     """Builds the model, data module and trainer (no data is read), links included."""
-    cli = ZooCLI(args=["--config", str(recipe), "--trainer.logger=false"], run=False)
+    args = ["--config", str(recipe), "--trainer.logger=false", *_offline(recipe, finetune_inputs)]
+    cli = ZooCLI(args=args, run=False)
     if hasattr(cli.datamodule, "num_classes"):
         assert cli.model.hparams.num_classes == cli.datamodule.num_classes
         assert cli.model.hparams.in_channels == cli.datamodule.in_channels
@@ -77,6 +100,25 @@ def test_fit_then_test_from_the_checkpoint(fashion_dir, capsys):
     capsys.readouterr()
     main(["test", "--config", recipe, *data, *QUIET, "--ckpt_path", str(checkpoint)])
     assert re.search(r"test/acc\s+\d\.\d+", capsys.readouterr().out)
+
+
+def test_finetune_recipe_on_a_folder_of_images(finetune_inputs):
+    """``zoo fit --config configs/finetune/resnet18_imagefolder.yaml --data.root DIR``, with a
+    local weights file for torchvision's (the suite is offline), end to end."""
+    recipe = CONFIGS / "finetune" / "resnet18_imagefolder.yaml"
+    small = ["--data.image_size=32", "--data.resize_size=36", "--data.batch_size=8"]
+    quick = ["--data.num_workers=0", "--data.val_fraction=0.25", "--trainer.max_epochs=1"]
+    main(
+        ["fit", "--config", str(recipe), *_offline(recipe, finetune_inputs), *QUIET, *small, *quick]
+    )
+    checkpoint = Path("runs/resnet18_imagefolder/checkpoints/best.ckpt")
+    model = zoo.load(checkpoint)
+    cfg = model.pretrained_cfg
+    assert cfg.class_names == ["astronaut", "chelsea", "coffee", "hopper"]
+    assert (cfg.image_size, cfg.resize_size) == (32, 36)
+    assert cfg.mean == pytest.approx([0.485, 0.456, 0.406])
+    assert torch.load(checkpoint, weights_only=True)["hyper_parameters"]["weights"] is None
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 4)
 
 
 def test_bad_config_value_names_the_key(capsys):

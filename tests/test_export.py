@@ -151,8 +151,17 @@ def test_safetensors_loads_strictly_into_a_fresh_model(checkpoint, tmp_path):
     fresh = zoo.create_model(record["model"], **record["model_kwargs"])
     fresh.load_state_dict(load_file(path), strict=True)
     images = _images(3)
+    reloaded = zoo.load(path)  # the zoo's own readers take the file back, record included
+    again = zoo.create_model("lenet", weights=str(path)).eval()
+    assert (
+        reloaded.pretrained_cfg.class_names
+        == again.pretrained_cfg.class_names
+        == list("0123456789")
+    )
     with torch.no_grad():
-        assert torch.equal(fresh.eval()(images), zoo.load(checkpoint)(images))
+        expected = zoo.load(checkpoint)(images)
+        assert torch.equal(fresh.eval()(images), expected)
+        assert torch.equal(reloaded(images), expected) and torch.equal(again(images), expected)
 
 
 def test_safetensors_keeps_tied_weights(tmp_path):

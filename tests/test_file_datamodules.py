@@ -7,91 +7,48 @@ as the reference. Images are tiny (8-48 px) so the whole file runs in seconds.
 
 from __future__ import annotations
 
-import functools
 import io
 import pickle
 import warnings
 from pathlib import Path
 
 import lightning as L
-import matplotlib.cbook
 import numpy as np
 import pytest
-import skimage.data
 import torch
 import torchvision
 from jsonargparse import ArgumentParser
 from PIL import Image
-from sklearn.datasets import load_digits
 from torch import nn
 
 from datamodules import FileDataModule, ImageFolder, ImageNetSubset, load_image, transforms
 from datamodules.imagenet import SUBSET_PRESETS
+from tests._image_files import (
+    ALL_WNIDS,
+    HEIGHT,
+    WIDTH,
+    palette_with_transparency,
+    photos,
+    save_image,
+    write_digit_classes,
+    write_ilsvrc,
+    write_photo_classes,
+)
 
 IMAGENET_MEAN, IMAGENET_STD = transforms.IMAGENET_MEAN, transforms.IMAGENET_STD
-HEIGHT, WIDTH = 40, 48  # every photo; the centre crop of 40 then starts at column 4 exactly
-
-
-@functools.cache
-def _photos() -> tuple[np.ndarray, ...]:
-    """Four real photos, RGB uint8, shrunk to HEIGHT x WIDTH."""
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as file:
-        hopper = np.asarray(Image.open(file).convert("RGB"))
-    photos = (skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee(), hopper)
-    return tuple(np.asarray(Image.fromarray(p).resize((WIDTH, HEIGHT))) for p in photos)
-
-
-@functools.cache
-def _digits() -> tuple[np.ndarray, np.ndarray]:
-    digits = load_digits()
-    return (digits.images * (255 / 16)).round().astype(np.uint8), digits.target
-
-
-def _save(path: Path, image: Image.Image, **options) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path, **options)
-    return path
-
-
-def _palette_with_transparency(array: np.ndarray) -> Image.Image:
-    image = Image.fromarray(array).convert("P", palette=Image.Palette.ADAPTIVE, colors=32)
-    image.info["transparency"] = 0
-    return image
-
-
-def _write_photo_classes(root: Path) -> None:
-    """Four class folders, one per photo, each with its photo in six modes and formats."""
-    for name, photo in zip(("astronaut", "chelsea", "coffee", "hopper"), _photos(), strict=True):
-        image = Image.fromarray(photo)
-        _save(root / name / "rgb.jpg", image, quality=95)
-        _save(root / name / "UPPER.JPEG", image.transpose(Image.Transpose.FLIP_LEFT_RIGHT))
-        _save(root / name / "grey.png", image.convert("L"))
-        _save(root / name / "rgba.png", image.convert("RGBA"))
-        _save(root / name / "palette.png", _palette_with_transparency(photo))
-        _save(root / name / "nested" / "cmyk.jpg", image.convert("CMYK"))
-        (root / name / "notes.txt").write_text("not an image extension: ignored")
-
-
-def _write_digit_classes(root: Path, per_class: int = 6) -> None:
-    """Ten class folders of 8 x 8 grey digits, alternately PNG and JPEG."""
-    images, targets = _digits()
-    for digit in range(10):
-        for k, index in enumerate(np.flatnonzero(targets == digit)[:per_class]):
-            suffix = ".png" if k % 2 else ".jpg"
-            _save(root / str(digit) / f"{k}{suffix}", Image.fromarray(images[index]))
 
 
 @pytest.fixture(scope="module")
 def photo_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("photos")
-    _write_photo_classes(root)
+    write_photo_classes(root)
     return root
 
 
 @pytest.fixture(scope="module")
 def digit_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("digits")
-    _write_digit_classes(root)
+    write_digit_classes(root)
     return root
 
 
@@ -170,20 +127,20 @@ def test_eval_resize_and_crop_agree_with_torchvision_within_resampling(photo_roo
 
 @pytest.mark.parametrize("in_channels", [3, 1])
 def test_every_mode_is_converted_to_the_models_channels(tmp_path: Path, in_channels: int) -> None:
-    photo = _photos()[1]
+    photo = photos()[1]
     image = Image.fromarray(photo)
     expected = np.asarray(image if in_channels == 3 else image.convert("L"))
     wide = (np.asarray(image.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
     files = {
         "rgb.png": image,
         "grey.png": image.convert("L"),
-        "palette.png": _palette_with_transparency(photo),
+        "palette.png": palette_with_transparency(photo),
         "rgba.png": image.convert("RGBA"),
         "cmyk.jpg": image.convert("CMYK"),
         "grey16.png": Image.fromarray(wide),
     }
     for name, source in files.items():
-        array = load_image(_save(tmp_path / name, source), in_channels)
+        array = load_image(save_image(tmp_path / name, source), in_channels)
         assert array.shape == (HEIGHT, WIDTH, in_channels) and array.dtype == np.uint8, name
         if name in ("rgb.png", "rgba.png"):
             assert np.array_equal(array, expected.reshape(array.shape)), name
@@ -196,7 +153,7 @@ def test_every_mode_is_converted_to_the_models_channels(tmp_path: Path, in_chann
 
 def _bad_files() -> dict[str, bytes]:
     buffer = io.BytesIO()
-    Image.fromarray(_photos()[0]).save(buffer, "JPEG")
+    Image.fromarray(photos()[0]).save(buffer, "JPEG")
     return {
         "empty.jpg": b"",
         "text.jpg": b"this is a text file, not a JPEG\n",
@@ -206,7 +163,7 @@ def _bad_files() -> dict[str, bytes]:
 
 @pytest.mark.parametrize("bad_name", list(_bad_files()))
 def test_a_bad_file_is_an_error_naming_it_and_the_fix(tmp_path: Path, bad_name: str) -> None:
-    _write_digit_classes(tmp_path, per_class=2)
+    write_digit_classes(tmp_path, per_class=2)
     (tmp_path / "3" / bad_name).write_bytes(_bad_files()[bad_name])
     datamodule = _digit_folder(tmp_path)
     with pytest.raises(ValueError, match=bad_name) as raised:
@@ -216,7 +173,7 @@ def test_a_bad_file_is_an_error_naming_it_and_the_fix(tmp_path: Path, bad_name: 
 
 
 def test_skip_bad_files_skips_them_with_one_warning(tmp_path: Path) -> None:
-    _write_digit_classes(tmp_path, per_class=2)
+    write_digit_classes(tmp_path, per_class=2)
     for k, (name, data) in enumerate(_bad_files().items()):
         (tmp_path / str(k) / name).write_bytes(data)
     datamodule = _digit_folder(tmp_path, skip_bad_files=True, val_fraction=0)
@@ -235,9 +192,9 @@ def test_skip_bad_files_skips_them_with_one_warning(tmp_path: Path) -> None:
 def test_damage_only_decoding_finds_is_reported_by_the_loader(tmp_path: Path) -> None:
     # A PNG with garbage inside its image data but an intact header and IEND chunk passes
     # the cheap check in setup; decoding it fails, naming the file.
-    _write_digit_classes(tmp_path, per_class=2)
+    write_digit_classes(tmp_path, per_class=2)
     buffer = io.BytesIO()
-    Image.fromarray(_photos()[2]).save(buffer, "PNG")
+    Image.fromarray(photos()[2]).save(buffer, "PNG")
     data = bytearray(buffer.getvalue())
     start = data.find(b"IDAT") + 40
     data[start : start + 20] = bytes(20)
@@ -260,7 +217,7 @@ def test_missing_root_and_empty_folders_say_what_to_do(tmp_path: Path) -> None:
     (tmp_path / "loose.jpg").write_bytes(b"")
     with pytest.raises(FileNotFoundError, match="has no class folders"):
         ImageFolder(str(tmp_path))
-    _write_digit_classes(tmp_path, per_class=1)
+    write_digit_classes(tmp_path, per_class=1)
     (tmp_path / "empty_class").mkdir()
     datamodule = _digit_folder(tmp_path)  # listing folder names is all __init__ does
     assert datamodule.num_classes == 11
@@ -272,9 +229,9 @@ def test_missing_root_and_empty_folders_say_what_to_do(tmp_path: Path) -> None:
 
 
 def test_explicit_train_val_test_folders(tmp_path: Path) -> None:
-    _write_digit_classes(tmp_path / "train", per_class=4)
-    _write_digit_classes(tmp_path / "val", per_class=2)
-    _write_digit_classes(tmp_path / "test", per_class=1)
+    write_digit_classes(tmp_path / "train", per_class=4)
+    write_digit_classes(tmp_path / "val", per_class=2)
+    write_digit_classes(tmp_path / "test", per_class=1)
     (tmp_path / "test" / "9" / "0.jpg").unlink()  # a class may be missing from test
     (tmp_path / "test" / "9").rmdir()
     datamodule = _digit_folder(tmp_path)
@@ -293,7 +250,7 @@ def test_explicit_train_val_test_folders(tmp_path: Path) -> None:
 
 
 def test_train_folder_alone_holds_out_validation_and_has_no_test_set(tmp_path: Path) -> None:
-    _write_digit_classes(tmp_path / "train", per_class=5)
+    write_digit_classes(tmp_path / "train", per_class=5)
     datamodule = _digit_folder(tmp_path, val_fraction=0.2)
     datamodule.setup()  # no test split: nothing to build, no error
     assert (len(datamodule.train_dataset), len(datamodule.val_dataset)) == (40, 10)
@@ -466,9 +423,7 @@ def test_trainer_fits_on_an_image_folder(tmp_path: Path, digit_root: Path) -> No
 @pytest.mark.parametrize("channels", [3, 1])
 @pytest.mark.parametrize("preset", list(transforms.TRAIN_PRESETS))
 def test_each_preset_gives_a_standardised_chw_float_tensor(preset: str, channels: int) -> None:
-    photo = (
-        _photos()[0] if channels == 3 else np.asarray(Image.fromarray(_photos()[0]).convert("L"))
-    )
+    photo = photos()[0] if channels == 3 else np.asarray(Image.fromarray(photos()[0]).convert("L"))
     image = photo.reshape(HEIGHT, WIDTH, channels)
     mean, std = (0.5,) * channels, (0.25,) * channels
     pipeline = transforms.train_transform(preset, 24, 32, mean, std, seed=0)
@@ -484,7 +439,7 @@ def test_each_preset_gives_a_standardised_chw_float_tensor(preset: str, channels
 
 
 def test_flip_really_flips_and_is_seeded() -> None:
-    image = _photos()[3]
+    image = photos()[3]
     plain = transforms.eval_transform(32, 40)(image=image)["image"]
     assert not torch.equal(plain, plain.flip(-1))
     draws = [transforms.train_transform("flip", 32, 40, seed=7) for _ in range(2)]
@@ -496,7 +451,7 @@ def test_flip_really_flips_and_is_seeded() -> None:
 
 
 def test_random_resized_crop_and_colour_jitter_vary_the_image() -> None:
-    image = _photos()[1]
+    image = photos()[1]
     crop = transforms.train_transform("crop_flip", 24, seed=0)
     course = transforms.train_transform("course", 24, seed=0)
     crops = [crop(image=image)["image"] for _ in range(4)]
@@ -514,43 +469,6 @@ def test_unknown_preset_lists_the_presets() -> None:
 
 # -- ImageNetSubset ---------------------------------------------------------------------
 
-EXTRA_WNIDS = {  # sorted among the imagenette ones; two share the name "crane"
-    "n01443537": "goldfish, Carassius auratus",
-    "n01484850": "great white shark, white shark, man-eater",
-    "n02012849": "crane",
-    "n03126707": "crane",
-}
-ALL_WNIDS = sorted([*SUBSET_PRESETS["imagenette"], *EXTRA_WNIDS])
-
-
-def _mapping_line(wnid: str) -> str:
-    name = EXTRA_WNIDS.get(wnid) or f"{SUBSET_PRESETS['imagenette'][wnid]}, other name"
-    return f"{wnid} {name}"
-
-
-def _write_ilsvrc(root: Path, val_layout: str, kaggle: bool = True, train: int = 3, val: int = 2):
-    """A tiny ILSVRC tree: ``train`` images per class, ``val`` per class in the val split."""
-    data = root / "ILSVRC" / "Data" / "CLS-LOC" if kaggle else root
-    images, _ = _digits()
-    (root / "LOC_synset_mapping.txt").parent.mkdir(parents=True, exist_ok=True)
-    (root / "LOC_synset_mapping.txt").write_text("\n".join(map(_mapping_line, ALL_WNIDS)) + "\n")
-    solution = ["ImageId,PredictionString"]
-    for label, wnid in enumerate(ALL_WNIDS):
-        for k in range(train):
-            image = Image.fromarray(images[label * 10 + k]).convert("RGB")
-            _save(data / "train" / wnid / f"{wnid}_{k}.JPEG", image)
-        for k in range(val):
-            image_id = f"ILSVRC2012_val_{label * 10 + k:08d}"
-            image = Image.fromarray(images[500 + label * 10 + k]).convert("RGB")
-            if val_layout == "folders":
-                _save(data / "val" / wnid / f"{image_id}.JPEG", image)
-            else:
-                _save(data / "val" / f"{image_id}.JPEG", image)
-                solution.append(f"{image_id},{wnid} 1 2 7 7 {wnid} 0 0 3 3 ")
-    if val_layout == "flat":
-        (root / "LOC_val_solution.csv").write_text("\n".join(solution) + "\n")
-    return data
-
 
 def _imagenet(root: Path, **kwargs) -> ImageNetSubset:
     return ImageNetSubset(str(root), image_size=8, resize_size=8, batch_size=64, **kwargs)
@@ -558,7 +476,7 @@ def _imagenet(root: Path, **kwargs) -> ImageNetSubset:
 
 @pytest.mark.parametrize("val_layout", ["folders", "flat"])
 def test_imagenette_from_the_kaggle_layout(tmp_path: Path, val_layout: str) -> None:
-    _write_ilsvrc(tmp_path, val_layout)
+    write_ilsvrc(tmp_path, val_layout)
     datamodule = _imagenet(tmp_path, val_fraction=0)
     assert datamodule.wnids == list(SUBSET_PRESETS["imagenette"])
     assert datamodule.classes == list(SUBSET_PRESETS["imagenette"].values())
@@ -580,7 +498,7 @@ def _val_wnid(root: Path, path: Path) -> str:
 
 
 def test_subset_by_wnids_by_count_and_max_images(tmp_path: Path) -> None:
-    data = _write_ilsvrc(tmp_path, "flat")
+    data = write_ilsvrc(tmp_path, "flat")
     chosen = ["n03126707", "n01484850", "n02012849"]
     by_list = _imagenet(tmp_path, subset=chosen, val_fraction=0)
     assert by_list.wnids == chosen  # the given order is the label order
@@ -600,7 +518,7 @@ def test_subset_by_wnids_by_count_and_max_images(tmp_path: Path) -> None:
 
 
 def test_plain_train_val_tree_without_mapping_file_uses_preset_names(tmp_path: Path) -> None:
-    _write_ilsvrc(tmp_path, "folders", kaggle=False)
+    write_ilsvrc(tmp_path, "folders", kaggle=False)
     (tmp_path / "LOC_synset_mapping.txt").unlink()  # as in fastai's Imagenette download
     datamodule = _imagenet(tmp_path, subset="imagenette", val_fraction=1 / 3)
     assert datamodule.classes[:2] == ["tench", "English springer"]
@@ -612,11 +530,13 @@ def test_plain_train_val_tree_without_mapping_file_uses_preset_names(tmp_path: P
 
 
 def test_imagewoof_preset_needs_its_class_folders(tmp_path: Path) -> None:
-    _write_ilsvrc(tmp_path, "folders", train=1, val=1)
+    write_ilsvrc(tmp_path, "folders", train=1, val=1)
     with pytest.raises(FileNotFoundError, match="no class folder for n02086240.*imagewoof"):
         _imagenet(tmp_path, subset="imagewoof")
     for wnid in SUBSET_PRESETS["imagewoof"]:
-        _save(tmp_path / "ILSVRC/Data/CLS-LOC/train" / wnid / "a.JPEG", Image.new("RGB", (8, 8)))
+        save_image(
+            tmp_path / "ILSVRC/Data/CLS-LOC/train" / wnid / "a.JPEG", Image.new("RGB", (8, 8))
+        )
     woof = _imagenet(tmp_path, subset="imagewoof")
     assert woof.wnids == list(SUBSET_PRESETS["imagewoof"])
     assert woof.classes[4:6] == ["Border terrier", "Australian terrier"]  # no mapping lines
@@ -634,7 +554,7 @@ def test_imagewoof_preset_needs_its_class_folders(tmp_path: Path) -> None:
     ],
 )
 def test_bad_subsets_say_what_to_give(tmp_path: Path, subset, error, message: str) -> None:
-    _write_ilsvrc(tmp_path, "folders", train=1, val=1)
+    write_ilsvrc(tmp_path, "folders", train=1, val=1)
     with pytest.raises(error, match=message):
         _imagenet(tmp_path, subset=subset)
 
@@ -642,7 +562,7 @@ def test_bad_subsets_say_what_to_give(tmp_path: Path, subset, error, message: st
 def test_imagenet_layout_errors_name_the_files(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="ILSVRC/Data/CLS-LOC/train.*data.root"):
         _imagenet(tmp_path)
-    _write_ilsvrc(tmp_path, "flat", train=1, val=1)
+    write_ilsvrc(tmp_path, "flat", train=1, val=1)
     (tmp_path / "LOC_val_solution.csv").rename(tmp_path / "solution.bak")
     with pytest.raises(FileNotFoundError, match="LOC_val_solution.csv"):
         _imagenet(tmp_path).setup("test")
