@@ -19,6 +19,7 @@ import zoo
 from datamodules import Digits
 from tasks import ImageClassifier
 from tasks.cli import main
+from tests._trainers import cpu_trainer
 from zoo.export import FORMATS, checkpoint_record, export_checkpoint, export_model
 
 
@@ -29,17 +30,7 @@ def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     L.seed_everything(0)
     task = ImageClassifier("lenet", model_kwargs={"activation": "relu", "pooling": "max"})
-    trainer = L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_steps=5,
-        limit_val_batches=0,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=root,
-    )
+    trainer = cpu_trainer(root, max_steps=5, limit_val_batches=0, enable_checkpointing=False)
     trainer.fit(task, datamodule=Digits(batch_size=32))
     path = root / "best.ckpt"
     trainer.save_checkpoint(path)

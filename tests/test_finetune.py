@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import zoo
 from tasks import ImageClassifier
 from tasks.finetune import FineTuning
+from tests._trainers import cpu_trainer
 
 ROOT = Path(__file__).parents[1]
 
@@ -38,17 +39,7 @@ def _loader(num_batches: int = 3, classes: int = 4, batch: int = 8, seed: int = 
 
 
 def _trainer(tmp_path, **kwargs) -> L.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        logger=False,
-        max_epochs=1,
-    )
-    return L.Trainer(**(defaults | kwargs))
+    return cpu_trainer(tmp_path, **({"enable_checkpointing": False, "max_epochs": 1} | kwargs))
 
 
 def _task(**kwargs) -> ImageClassifier:

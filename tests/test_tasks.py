@@ -16,6 +16,7 @@ from torch import nn
 import zoo
 from datamodules import Digits, SyntheticRegression
 from tasks import ImageClassifier, Regressor
+from tests._trainers import cpu_trainer
 
 
 @pytest.fixture(autouse=True)
@@ -24,24 +25,12 @@ def _quiet():
     warnings.filterwarnings("ignore", ".*log_every_n_steps.*")
 
 
-def _trainer(tmp_path, **kwargs) -> L.Trainer:
-    defaults = dict(
-        accelerator="cpu",
-        devices=1,
-        default_root_dir=tmp_path,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        logger=False,
-    )
-    return L.Trainer(**(defaults | kwargs))
-
-
 def test_linear_regression_matches_least_squares(tmp_path):
     """Minibatch SGD (Section 3.4) converges to the closed-form solution (Section 3.1.1.2)."""
     L.seed_everything(0)
     data = SyntheticRegression(weights=[2.0, -3.4], bias=4.2, noise=0.01, batch_size=32)
     task = Regressor("linear_regression", {"in_features": 2}, loss="l2")
-    _trainer(tmp_path, max_epochs=15, enable_checkpointing=False).fit(task, datamodule=data)
+    cpu_trainer(tmp_path, max_epochs=15, enable_checkpointing=False).fit(task, datamodule=data)
 
     features, targets = data.datasets["train"].tensors
     design = torch.cat([features, torch.ones(len(features), 1)], dim=1).double()
@@ -58,7 +47,7 @@ def test_robust_losses_also_recover_the_weights(tmp_path, loss):
     L.seed_everything(0)
     data = SyntheticRegression(noise=0.01, batch_size=32)
     task = Regressor("linear_regression", {"in_features": 2}, loss=loss)
-    trainer = _trainer(tmp_path, max_epochs=15, enable_checkpointing=False)
+    trainer = cpu_trainer(tmp_path, max_epochs=15, enable_checkpointing=False)
     trainer.fit(task, datamodule=data)
     learned = torch.cat([task.model.weight.detach()[0], task.model.bias.detach()])
     torch.testing.assert_close(learned, torch.tensor([2.0, -3.4, 4.2]), atol=0.05, rtol=0)
@@ -79,7 +68,7 @@ def test_mlp_regression_fits_what_a_line_cannot(tmp_path):
     ):
         L.seed_everything(0)
         task = Regressor(model, kwargs, optimizer=lambda p: torch.optim.Adam(p, lr=1e-2))
-        trainer = _trainer(tmp_path, max_epochs=40, enable_checkpointing=False)
+        trainer = cpu_trainer(tmp_path, max_epochs=40, enable_checkpointing=False)
         trainer.fit(task, train_dataloaders=loader)
         results[model] = trainer.validate(task, loader, verbose=False)[0]["val/mse"]
     assert results["linear_regression"] > 1.0
@@ -103,7 +92,7 @@ def _trained_digits_classifier(root: str) -> tuple[L.Trainer, ImageClassifier, D
         class_names=Digits.classes,
         optimizer=lambda params: torch.optim.Adam(params, lr=3e-3),
     )
-    trainer = _trainer(
+    trainer = cpu_trainer(
         root,
         max_epochs=4,
         logger=L.pytorch.loggers.TensorBoardLogger(root, name="logs"),
@@ -181,7 +170,7 @@ def test_module_instead_of_registry_name(tmp_path):
     net = nn.Sequential(nn.Flatten(), nn.Linear(28 * 28, 10))
     task = ImageClassifier(net, num_classes=10, in_channels=1)
     assert "model" not in task.hparams  # a module is not plain data: pass it again to load
-    trainer = _trainer(tmp_path, max_steps=3, limit_val_batches=1)
+    trainer = cpu_trainer(tmp_path, max_steps=3, limit_val_batches=1)
     trainer.fit(task, datamodule=Digits(batch_size=32))
     path = trainer.checkpoint_callback.best_model_path
     assert "zoo" not in torch.load(path, weights_only=True)

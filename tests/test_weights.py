@@ -13,6 +13,7 @@ import torchvision
 from safetensors.torch import save_file
 from torch import nn
 from torchvision.models import get_weight
+from torchvision.transforms.v2.functional import normalize
 
 import zoo
 
@@ -138,9 +139,7 @@ def test_grey_input_through_googlenet_transform_input(serve_torchvision):
     cfg = model.pretrained_cfg
     raw = torch.rand(2, 1, 112, 112, generator=torch.Generator().manual_seed(3))
     grey = (raw - cfg.mean[0]) / cfg.std[0]
-    rgb = torchvision.transforms.v2.functional.normalize(
-        raw.expand(-1, 3, -1, -1), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-    )
+    rgb = normalize(raw.expand(-1, 3, -1, -1), [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     torch.testing.assert_close(_logits(model, grey), _logits(reference, rgb), rtol=1e-4, atol=1e-5)
 
 

@@ -38,7 +38,6 @@ SOURCE, TARGET = list(range(5)), list(range(5, 10))
 RECIPES = [
     ("fine-tuned (lr 1e-4, head x10)", True, 1e-4, 10.0),
     ("fine-tuned (lr 1e-3, head x10)", True, 1e-3, 10.0),
-    ("fine-tuned (lr 1e-3)", True, 1e-3, 1.0),
     ("scratch (lr 1e-3)", False, 1e-3, 1.0),
     ("scratch (lr 1e-2)", False, 1e-2, 1.0),
 ]
@@ -114,7 +113,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--shots", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--pretrain-epochs", type=int, default=10)
+    parser.add_argument("--pretrain-epochs", type=int, default=30)
     args = parser.parse_args()
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*log_every_n_steps.*")

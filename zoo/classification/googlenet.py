@@ -18,6 +18,39 @@ __all__ = ["InceptionBN", "googlenet", "googlenet_torchvision"]
 # torchvision's BasicConv2d: conv (no bias) -> BN with eps 1e-3 (the ported weights' value) -> ReLU.
 _ConvBN = partial(Conv2dNormActivation, norm_layer=partial(nn.BatchNorm2d, eps=1e-3))
 
+# The nine Inception blocks of Table 1 (Szegedy et al., 2015) as (in, c1, c2, c3, c4), by stage;
+# both variants stack them, with the course's block or torchvision's conv-BN one.
+_INCEPTIONS: dict[str, tuple[tuple, ...]] = {
+    "b3": ((192, 64, (96, 128), (16, 32), 32), (256, 128, (128, 192), (32, 96), 64)),
+    "b4": (
+        (480, 192, (96, 208), (16, 48), 64),
+        (512, 160, (112, 224), (24, 64), 64),
+        (512, 128, (128, 256), (24, 64), 64),
+        (512, 112, (144, 288), (32, 64), 64),
+        (528, 256, (160, 320), (32, 128), 128),
+    ),
+    "b5": ((832, 256, (160, 320), (32, 128), 128), (832, 384, (192, 384), (48, 128), 128)),
+}
+_INFO = [
+    FeatureInfo("b1", 64, 4),
+    FeatureInfo("b2", 192, 8),
+    FeatureInfo("b3", 480, 16),
+    FeatureInfo("b4", 832, 32),
+    FeatureInfo("b5", 1024, 32),
+]
+
+
+def _inception_stages(
+    block: type[nn.Module], pool3: nn.Module, pool4: nn.Module
+) -> dict[str, nn.Sequential]:
+    """Stages b3-b5: Inception blocks, with a stride-2 max-pool closing b3 and b4."""
+    stages = {name: [block(*config) for config in configs] for name, configs in _INCEPTIONS.items()}
+    return {
+        "b3": nn.Sequential(*stages["b3"], pool3),
+        "b4": nn.Sequential(*stages["b4"], pool4),
+        "b5": nn.Sequential(*stages["b5"]),
+    }
+
 
 class InceptionBN(nn.Module):
     """The Inception block of torchvision's GoogLeNet: conv-BN-ReLU units (Section 8.5), and a
@@ -97,35 +130,12 @@ def googlenet(*, num_classes: int = 1000, in_channels: int = 3, **kwargs) -> Cla
                     relu(inplace=True),
                     pool(),
                 ),
-                "b3": nn.Sequential(
-                    Inception(192, 64, (96, 128), (16, 32), 32),
-                    Inception(256, 128, (128, 192), (32, 96), 64),
-                    pool(),
-                ),
-                "b4": nn.Sequential(
-                    Inception(480, 192, (96, 208), (16, 48), 64),
-                    Inception(512, 160, (112, 224), (24, 64), 64),
-                    Inception(512, 128, (128, 256), (24, 64), 64),
-                    Inception(512, 112, (144, 288), (32, 64), 64),
-                    Inception(528, 256, (160, 320), (32, 128), 128),
-                    pool(),
-                ),
-                "b5": nn.Sequential(
-                    Inception(832, 256, (160, 320), (32, 128), 128),
-                    Inception(832, 384, (192, 384), (48, 128), 128),
-                ),
+                **_inception_stages(Inception, pool(), pool()),
             }
         )
     )
     pre_logits = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    info = [
-        FeatureInfo("b1", 64, 4),
-        FeatureInfo("b2", 192, 8),
-        FeatureInfo("b3", 480, 16),
-        FeatureInfo("b4", 832, 32),
-        FeatureInfo("b5", 1024, 32),
-    ]
-    return Classifier(features, pre_logits, 1024, num_classes, in_channels, info, **kwargs)
+    return Classifier(features, pre_logits, 1024, num_classes, in_channels, _INFO, **kwargs)
 
 
 # torchvision's top-level modules -> the zoo's stages; inside them, BasicConv2d's conv/bn are the
@@ -202,36 +212,13 @@ def googlenet_torchvision(
                 "b2": nn.Sequential(
                     _ConvBN(64, 64, kernel_size=1), _ConvBN(64, 192, kernel_size=3), pool()
                 ),
-                "b3": nn.Sequential(
-                    InceptionBN(192, 64, (96, 128), (16, 32), 32),
-                    InceptionBN(256, 128, (128, 192), (32, 96), 64),
-                    pool(),
-                ),
-                "b4": nn.Sequential(
-                    InceptionBN(480, 192, (96, 208), (16, 48), 64),
-                    InceptionBN(512, 160, (112, 224), (24, 64), 64),
-                    InceptionBN(512, 128, (128, 256), (24, 64), 64),
-                    InceptionBN(512, 112, (144, 288), (32, 64), 64),
-                    InceptionBN(528, 256, (160, 320), (32, 128), 128),
-                    pool(2),
-                ),
-                "b5": nn.Sequential(
-                    InceptionBN(832, 256, (160, 320), (32, 128), 128),
-                    InceptionBN(832, 384, (192, 384), (48, 128), 128),
-                ),
+                **_inception_stages(InceptionBN, pool(), pool(2)),
             }
         )
     )
     pre_logits = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout))
-    info = [
-        FeatureInfo("b1", 64, 4),
-        FeatureInfo("b2", 192, 8),
-        FeatureInfo("b3", 480, 16),
-        FeatureInfo("b4", 832, 32),
-        FeatureInfo("b5", 1024, 32),
-    ]
     model = Classifier(
-        features, pre_logits, 1024, num_classes, in_channels, info, init=init, **kwargs
+        features, pre_logits, 1024, num_classes, in_channels, _INFO, init=init, **kwargs
     )
     if init == "default":
         for module in model.modules():
