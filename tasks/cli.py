@@ -64,18 +64,22 @@ class ZooCLI(LightningCLI):
             )
 
 
-def models_table(pattern: str = "*", task: str | None = None, markdown: bool = False) -> str:
-    """The registry as a text table (``zoo models``) or a Markdown one (the README's)."""
-    header = ("name", "task", "family", "input", "params")
+def models_table(
+    pattern: str = "*", task: str | None = None, markdown: bool = False, pretrained: bool = False
+) -> str:
+    """The registry as a text table (``zoo models``) or a Markdown one (the README's); the
+    ``weights`` column says which models ``weights="torchvision"`` serves."""
+    header = ("name", "task", "family", "input", "params", "weights")
     rows = [header]
-    for name in zoo.list_models(pattern, task=task):
+    for name in zoo.list_models(pattern, task=task, pretrained=pretrained):
         info = zoo.model_info(name)
         size = "x".join(map(str, info.input_size))
-        rows.append((name, info.task, info.family, size, f"{info.num_params:,}"))
+        weights = "torchvision" if info.torchvision_weights else ""
+        rows.append((name, info.task, info.family, size, f"{info.num_params:,}", weights))
     if markdown:  # with the course section each builder's docstring cites
         lines = [
-            "| name | course | task | family | input | params |",
-            "|" + " --- |" * 5 + " ---: |",
+            "| name | course | task | family | input | params | weights |",
+            "|" + " --- |" * 5 + " ---: | --- |",
         ]
         for name, *rest in rows[1:]:
             cited = re.search(
@@ -97,13 +101,16 @@ def models_table(pattern: str = "*", task: str | None = None, markdown: bool = F
 
 
 def print_models(argv: list[str]) -> None:
-    """``zoo models [PATTERN] [--task TASK] [--markdown]``: the registry as a table."""
+    """``zoo models [PATTERN] [--task TASK] [--pretrained] [--markdown]``: the registry."""
     parser = argparse.ArgumentParser(prog="zoo models", description=print_models.__doc__)
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style name filter")
     parser.add_argument("--task", default=None, help="classification, regression, ...")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    parser.add_argument(
+        "--pretrained", action="store_true", help="only models with torchvision weights"
+    )
     args = parser.parse_args(argv)
-    print(models_table(args.pattern, args.task, args.markdown))
+    print(models_table(args.pattern, args.task, args.markdown, args.pretrained))
 
 
 def run_kfold(argv: list[str]) -> list[float]:

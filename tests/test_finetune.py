@@ -265,3 +265,33 @@ def test_weights_from_a_zoo_checkpoint_reuse_shared_rows(tmp_path):
     assert torch.equal(new.weight[0], old.weight[3]) and torch.equal(new.weight[1], old.weight[2])
     stem = target.model.features.stem[0][0].weight
     torch.testing.assert_close(stem, source.model.features.stem[0][0].weight.sum(1, keepdim=True))
+
+
+class _Folder(L.LightningDataModule):
+    """Stands in for a file data module: its normalisation, and a few grey images."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def train_dataloader(self) -> DataLoader:
+        images, labels = torch.randn(4, 1, 32, 32), torch.tensor([0, 1, 2, 0])
+        return DataLoader(TensorDataset(images, labels), batch_size=4)
+
+
+def test_normalisation_other_than_the_weights_is_reported(tmp_path):
+    source = _task(in_channels=1, class_names=["a", "b", "c", "d"])
+    trainer = _trainer(tmp_path)
+    trainer.fit(source, _Folder((0.3,), (0.4,)))  # records the data module's mean and std
+    trainer.save_checkpoint(tmp_path / "grey.ckpt")
+    for mean, warns in (((0.3,), False), ((0.449,), True)):
+        task = ImageClassifier(
+            "resnet18", num_classes=3, in_channels=1, weights=str(tmp_path / "grey.ckpt")
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            _trainer(tmp_path, max_steps=1).fit(task, _Folder(mean, (0.4,)))
+        messages = [str(w.message) for w in caught if "expect inputs normalised" in str(w.message)]
+        assert bool(messages) == warns, messages
+        if warns:
+            assert "mean [0.3] and std [0.4]" in messages[0] and "--data.mean" in messages[0]
