@@ -146,8 +146,13 @@ class ZooTask(LightningModule):
         self.finetuning.set_train_mode()
 
     def zoo_record(self) -> dict[str, Any]:
-        """The plain-data description :func:`zoo.load` rebuilds the network from."""
-        return {"model": self.model_name, "model_kwargs": self.model_kwargs}
+        """The plain-data description :func:`zoo.load` rebuilds the network from; the version
+        that wrote it tells a later release what it is reading."""
+        return {
+            "model": self.model_name,
+            "model_kwargs": self.model_kwargs,
+            "zoo_version": zoo.__version__,
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The state dict holds the weights now: reloading must not fetch them again, but must

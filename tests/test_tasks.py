@@ -128,6 +128,7 @@ def test_checkpoint_is_plain_data(trained):
     assert hparams["model"] == "lenet" and hparams["class_names"] == Digits.classes
     assert "optimizer" not in hparams
     assert checkpoint["zoo"]["mean"] == list(Digits.mean) and checkpoint["zoo"]["image_size"] == 28
+    assert checkpoint["zoo"]["zoo_version"] == zoo.__version__  # which release wrote it
     restored = ImageClassifier.load_from_checkpoint(trainer.checkpoint_callback.best_model_path)
     assert restored.hparams.model_kwargs == {"activation": "relu", "pooling": "max"}
 
