@@ -7,6 +7,8 @@ optimizer parameter groups, whose ``lr_scale`` multiplies the optimizer's learni
 ``layer_lr_decay ** depth`` for a unit ``depth`` units below the head (layer-wise decay, as in
 ULMFiT and BEiT) and ``head_lr_mult`` for the head (the course's 10x). Schedulers built on top
 (warm-up, cosine, ...) scale every group's learning rate alike, so the ratios hold throughout.
+The exception is a scheduler that sets absolute rates, such as ``OneCycleLR`` with one
+``max_lr``: it overwrites the multipliers (give it one ``max_lr`` per group, or use another).
 
 Freezing is done in one of two ways, each identical on every rank, so it is safe under DDP:
 
