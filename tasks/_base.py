@@ -21,8 +21,6 @@ __all__ = ["ZooTask"]
 
 
 def _build(name: str, kwargs: dict[str, Any], weights: str | None) -> nn.Module:
-    if weights is None:
-        return zoo.create_model(name, **kwargs)
     return zoo.create_model(name, weights=weights, **kwargs)
 
 
