@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 import zoo
-from zoo.export import FORMATS, MIN_ONNX_OPSET, checkpoint_record, export_checkpoint
+from zoo.export import FORMATS, MIN_ONNX_OPSET, export_checkpoint
 
 __all__ = ["ZooCLI", "main"]
 
@@ -162,7 +162,6 @@ def run_export(argv: list[str]) -> Path:
     parser.add_argument("--opset", type=int, help=f"ONNX opset, {MIN_ONNX_OPSET} or newer")
     args = parser.parse_args(argv)
     try:
-        record = checkpoint_record(args.checkpoint)
         out = export_checkpoint(
             args.checkpoint,
             args.format,
@@ -173,7 +172,7 @@ def run_export(argv: list[str]) -> Path:
         )
     except (FileNotFoundError, ValueError, ImportError) as error:
         raise SystemExit(f"zoo export: {error}") from error
-    load, metadata = _load_hints(args.format, out, record)
+    load, metadata = _load_hints(args.format, out)
     print(f"wrote {out}")
     print(f"load it with: {load}")
     print(f"class names and preprocessing: {metadata}")
@@ -183,11 +182,11 @@ def run_export(argv: list[str]) -> Path:
     return out
 
 
-def _load_hints(format: str, path: Path, record: dict) -> tuple[str, str]:
+def _load_hints(format: str, path: Path) -> tuple[str, str]:
     """Python that runs an exported file, and Python that reads its ``"zoo"`` record."""
     if format == "safetensors":
         return (
-            f"zoo.load('{path}')  # or zoo.create_model({record['model']!r}, weights='{path}')",
+            f"zoo.load('{path}')",
             f"json.loads(safetensors.safe_open('{path}', 'pt').metadata()['zoo'])",
         )
     if format == "onnx":

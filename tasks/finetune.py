@@ -169,7 +169,7 @@ class FineTuning:
     def masked_learning_rates(self, optimizer: Optimizer) -> Iterator[None]:
         """Inside the block, groups of frozen units have learning rate 0 (restored after)."""
         saved = []
-        for group in optimizer.param_groups:
+        for group in optimizer.param_groups if self.frozen else ():  # usually nothing to mask
             unit = str(group.get("name", "")).split("/")[0]
             if unit in self.frozen:
                 saved.append((group, group["lr"]))

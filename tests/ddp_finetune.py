@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from tasks import ImageClassifier
+from tests._trainers import cpu_trainer
 
 
 class SaveWeights(L.Callback):
@@ -56,15 +57,12 @@ def main(out: Path) -> None:
         torch.randn(32, 3, 32, 32, generator=generator),
         torch.randint(0, 4, (32,), generator=generator),
     )
-    trainer = L.Trainer(
-        accelerator="cpu",
+    trainer = cpu_trainer(
+        out,
         devices=2,
         strategy="ddp",
         max_epochs=2,
-        logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
         callbacks=[SaveWeights(out)],
     )
     trainer.fit(task, DataLoader(data, batch_size=8, shuffle=True))

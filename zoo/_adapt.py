@@ -74,12 +74,11 @@ def adapt(
         changes: dict = {"in_channels": getattr(model, "in_channels", cfg.in_channels)}
         if new_head or class_names is not None:  # a new head without names has none
             changes["class_names"] = class_names
-        built_with = dict(getattr(cfg, "model_kwargs", {}) or {})
+        built_with = dict(cfg.model_kwargs)
         for key in ("num_classes", "in_channels"):  # the network is now built like this
             if key in built_with and hasattr(model, key):
                 built_with[key] = getattr(model, key)
-        if hasattr(cfg, "model_kwargs"):
-            changes["model_kwargs"] = built_with
+        changes["model_kwargs"] = built_with
         for key in ("mean", "std"):
             stats = getattr(cfg, key)
             if stats is not None and len(stats) != changes["in_channels"]:

@@ -41,33 +41,20 @@ _READABLE_ONNX_KEYS = ("class_names", "mean", "std", "image_size")
 
 
 def checkpoint_record(checkpoint: str | Path) -> dict[str, Any]:
-    """The plain-data ``"zoo"`` record of a checkpoint a zoo task wrote, completed with
-    ``in_channels`` (from the builder arguments, else the model's default input size).
+    """The plain-data ``"zoo"`` record of a checkpoint a zoo task wrote, as :func:`zoo.load`
+    reads it (``in_channels`` included); see :func:`_load_checkpoint` for the errors."""
+    return _load_checkpoint(Path(checkpoint)).pretrained_cfg.to_record()
 
-    Raises:
-        FileNotFoundError: no file at ``checkpoint``.
-        ValueError: the file is not a zoo checkpoint.
-    """
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"no checkpoint at {path}; training writes them under runs/<name>/checkpoints/"
-        )
-    # mmap: only the small record is read, however large the weights.
-    contents = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    record = contents.get("zoo") if isinstance(contents, dict) else None
-    if record is None or record.get("model") is None:
+
+def _load_checkpoint(path: Path) -> nn.Module:
+    """``zoo.load``, whose errors say how to export a model that is not a zoo checkpoint."""
+    try:
+        return load(path)
+    except ValueError as error:
         raise ValueError(
-            f"{path} has no 'zoo' record: it was not written by a zoo task trained from a registry "
-            "name. Build the model yourself and call zoo.export.export_model(model, path, format)."
-        )
-    record = dict(record)
-    record["model_kwargs"] = dict(record.get("model_kwargs") or {})
-    if "in_channels" not in record:
-        default_input = model_info(record["model"]).input_size
-        if len(default_input) == 3:  # images; rows (regression) have no channels
-            record["in_channels"] = record["model_kwargs"].get("in_channels", default_input[0])
-    return record
+            f"{error} To export a model you built yourself, call "
+            "zoo.export.export_model(model, path, format)."
+        ) from error
 
 
 def export_checkpoint(
@@ -110,8 +97,8 @@ def export_checkpoint(
             "safetensors holds the weights only: an input size applies to onnx and pt2"
         )
     path = Path(checkpoint)
-    record = checkpoint_record(path)
-    model = load(path)
+    model = _load_checkpoint(path)  # one read of the file: weights and record
+    record = model.pretrained_cfg.to_record()
     out = path.with_suffix(FORMATS[format]) if out is None else Path(out)
     if out.resolve() == path.resolve():
         raise ValueError(f"out={out} is the checkpoint itself; choose another file")
