@@ -18,6 +18,8 @@ import zoo
 from zoo import Classifier
 
 CLASSIFIERS = zoo.list_models(task="classification")
+# Models returning one tensor; detectors (tests/test_detection_models.py) return losses or boxes.
+TENSOR_MODELS = CLASSIFIERS + zoo.list_models(task="regression")
 # The ImageNet-era families must run on 1 or 3 channels at any size from 96 up (course recipes
 # resize Fashion-MNIST to 96 or 224); the course's own small models are 28x28 grey-scale.
 SMALL_INPUT = {"lenet", "lenet_bn", "mlp", "softmax_regression"}
@@ -77,7 +79,8 @@ def test_registry_rejects_duplicates_and_unknown_names():
 @pytest.mark.parametrize("name", zoo.list_models())
 def test_model_info(name):
     info = zoo.model_info(name)
-    assert info.name == name and info.family and info.task in {"classification", "regression"}
+    assert info.name == name and info.family
+    assert info.task in {"classification", "regression", "detection"}
     assert "Section" in (info.builder.__doc__ or ""), "every builder cites its course section"
 
 
@@ -97,7 +100,7 @@ def test_parameter_counts(name, num_params):
     assert zoo.model_info(name).num_params == num_params
 
 
-@pytest.mark.parametrize("name", zoo.list_models())
+@pytest.mark.parametrize("name", TENSOR_MODELS)
 def test_forward_backward(name):
     torch.manual_seed(0)
     model = _build(name).train()
@@ -164,7 +167,7 @@ def test_imagenet_families_take_any_channels_and_size(name, in_channels, size):
         assert model(torch.randn(1, in_channels, size, size)).shape == (1, 10)
 
 
-@pytest.mark.parametrize("name", zoo.list_models())
+@pytest.mark.parametrize("name", TENSOR_MODELS)
 def test_export(name):
     """Every model exports with torch.export (the successor of TorchScript) and agrees with eager."""
     torch.manual_seed(0)
