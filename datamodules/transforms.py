@@ -24,6 +24,32 @@ preset                training pipeline
                       each times 0.5-1.5, hue shifted by up to half the colour circle
                       (Section 13.1's combined example)
 ====================  =========================================================================
+
+Detection pipelines (:func:`detection_train_transform`, :func:`detection_eval_transform`)
+move ``pascal_voc`` boxes (pixel-edge ``x1, y1, x2, y2``) and instance masks with the image.
+``image_size`` None keeps every image's own size; an int resizes to a square
+``image_size`` x ``image_size`` with no crop, boxes scaled with it, as SSD and TinySSD
+expect. Evaluation is that resize alone. The presets that crop need an int ``image_size``:
+
+====================  =========================================================================
+detection preset      training pipeline
+====================  =========================================================================
+``"none"``            the evaluation pipeline: no augmentation
+``"flip"``            the evaluation pipeline, then a left-right flip with probability 1/2
+``"crop"``            SSD's zoom (Liu et al. 2016, sections 2.2 and 3.6; SSD is d2l's 14.7): half
+                      the time zoom out onto a canvas of the mean colour up to 3 times the
+                      image's sides, then zoom in on a random crop that contains every object
+                      (bar up to 15% of the spread of several), resized to ``image_size``
+``"crop_colour"``     colour jitter (SSD's: brightness times 0.75-1.25, contrast and saturation
+                      times 0.5-1.5, hue shifted by up to 18 degrees), then ``"crop"``; no flip,
+                      for digits and text, whose mirror image is no longer one
+``"crop_flip"``       ``"crop"``, then a flip
+``"ssd"``             colour jitter, ``"crop"``, then a flip: the SSD paper's recipe
+====================  =========================================================================
+
+In training, a box less than 30% of which is still in view after a crop is dropped with
+its label and mask, since the object it names is mostly gone; so is any box thinner than a
+pixel of the output. Evaluation drops none.
 """
 
 from __future__ import annotations
@@ -32,13 +58,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import albumentations as A
+import cv2
 from albumentations.pytorch import ToTensorV2
 
 __all__ = [
+    "BOX_IDS",
+    "DETECTION_PRESETS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "TRAIN_PRESETS",
+    "check_detection_preset",
     "check_preset",
+    "detection_eval_transform",
+    "detection_train_transform",
     "eval_transform",
     "train_transform",
 ]
@@ -154,3 +186,147 @@ def eval_transform(
     """The evaluation pipeline: shorter side to ``resize_size``, centre ``image_size`` crop,
     standardisation, tensor. Arguments as in :func:`train_transform`."""
     return _finish(_resize_center_crop(image_size, resize_size), mean, std, compose_kwargs)
+
+
+# -- detection: box- and mask-aware pipelines ------------------------------------------------
+
+# name -> its steps, applied in this order: colour on the whole photo first, as in SSD, so the
+# zoom-out canvas stays the mean colour (0 after standardisation); the flip last, on the
+# smallest image.
+_DETECTION_STEPS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "flip": ("flip",),
+    "crop": ("crop",),
+    "crop_colour": ("colour", "crop"),
+    "crop_flip": ("crop", "flip"),
+    "ssd": ("colour", "crop", "flip"),
+}
+DETECTION_PRESETS: tuple[str, ...] = tuple(_DETECTION_STEPS)
+
+# The label field that travels with the boxes: each box's position in the input, so the
+# caller can pick the labels, crowd flags and masks of the boxes a crop keeps.
+BOX_IDS = "box_ids"
+
+
+def check_detection_preset(
+    preset: str, image_size: int | None, owner: str = "detection_train_transform"
+) -> None:
+    """Raise a ``ValueError`` naming the fix if ``preset`` is unknown or crops without a size."""
+    if preset not in _DETECTION_STEPS:
+        raise ValueError(
+            f"{owner}: unknown detection preset train_transforms={preset!r}; choose one of "
+            f"{', '.join(map(repr, DETECTION_PRESETS))} (see datamodules.transforms)"
+        )
+    if "crop" in _DETECTION_STEPS[preset] and image_size is None:
+        raise ValueError(
+            f"{owner}: train_transforms={preset!r} crops and resizes to image_size, which is "
+            "None; set image_size (e.g. --data.image_size 300 for SSD), or use 'none' or "
+            "'flip' to keep each image's own size"
+        )
+
+
+def _box_params(train: bool) -> A.BboxParams:
+    # clip: a box a pixel over the edge (float rounding, a zoom-out) is trimmed, never an
+    # error. Training drops the boxes a crop leaves mostly out of view or thinner than a
+    # pixel; evaluation only resizes, so it keeps every box.
+    return A.BboxParams(
+        format="pascal_voc",
+        label_fields=[BOX_IDS],
+        clip=True,
+        min_visibility=0.3 if train else 0.0,
+        min_width=1.0 if train else 0.0,
+        min_height=1.0 if train else 0.0,
+    )
+
+
+def _detection_resize(image_size: int | None) -> list[A.BasicTransform]:
+    if image_size is None:
+        # A no-op that takes boxes: albumentations warns about a pipeline that has none.
+        return [A.NoOp()]
+    return [A.Resize(image_size, image_size, area_for_downscale=_AREA)]
+
+
+def _ssd_colour() -> A.BasicTransform:
+    # SSD's photometric distortion: brightness +-32 of 255 (about +-25% of a mid grey),
+    # contrast and saturation 0.5-1.5, hue +-18 degrees (0.05 of the colour circle).
+    return A.ColorJitter(brightness=0.25, contrast=0.5, saturation=0.5, hue=0.05, p=1.0)
+
+
+def _ssd_zoom(image_size: int, mean: Sequence[float]) -> list[A.BasicTransform]:
+    fill = tuple(255 * value for value in mean)
+    return [
+        # Zoom out: pad each side by up to its own length, so small objects are seen as
+        # large ones are (SSD's "expansion"); the canvas takes the mean colour.
+        A.CropAndPad(
+            percent=(0.0, 1.0),
+            sample_independently=True,
+            keep_size=False,
+            fill=fill,
+            fill_mask=0,
+            p=0.5,
+        ),
+        # Zoom in: a random crop that still contains every box (erosion lets a crop of
+        # several objects trim up to 15% of their spread on each side), resized.
+        A.RandomSizedBBoxSafeCrop(height=image_size, width=image_size, erosion_rate=0.3),
+    ]
+
+
+def detection_train_transform(
+    preset: str,
+    image_size: int | None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    masks: bool = False,
+) -> A.Compose:
+    """The training pipeline of a detection preset (see the module's second table).
+
+    Args:
+        preset: one of :data:`DETECTION_PRESETS`.
+        image_size: side of the square output; None keeps each image's size (only for
+            ``"none"`` and ``"flip"``).
+        mean, std: per-channel standardisation, in [0, 1] units; the zoom-out canvas is
+            filled with ``mean``.
+        masks: the caller passes instance masks too; they are resampled nearest-neighbour
+            so they stay binary.
+
+    Returns:
+        ``Compose`` called as ``pipeline(image=[H, W, C] uint8, bboxes=[N, 4] float xyxy
+        pixels, box_ids=[N] int[, masks=[N, H, W] uint8])``, returning the image as a
+        ``[C, H', W']`` float32 tensor, the kept ``bboxes`` and their ``box_ids`` (the
+        positions of the kept boxes in the input), and ``masks`` as an ``[N, H', W']``
+        tensor for all N input boxes.
+
+    Raises:
+        ValueError: for an unknown preset, or one that crops with ``image_size=None``.
+    """
+    check_detection_preset(preset, image_size)
+    steps = _DETECTION_STEPS[preset]
+    pipeline: list[A.BasicTransform] = [_ssd_colour()] if "colour" in steps else []
+    if "crop" in steps:
+        pipeline += _ssd_zoom(image_size, mean)
+    else:
+        pipeline += _detection_resize(image_size)
+    if "flip" in steps:
+        pipeline.append(A.HorizontalFlip(p=0.5))
+    return _finish(pipeline, mean, std, _detection_compose_kwargs(train=True, masks=masks))
+
+
+def detection_eval_transform(
+    image_size: int | None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    masks: bool = False,
+) -> A.Compose:
+    """The detection evaluation pipeline: resize to ``image_size`` squared (none if None),
+    standardisation, tensor; boxes scaled with the image, none dropped. Arguments and call
+    as in :func:`detection_train_transform`."""
+    return _finish(
+        _detection_resize(image_size), mean, std, _detection_compose_kwargs(False, masks)
+    )
+
+
+def _detection_compose_kwargs(train: bool, masks: bool) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"bbox_params": _box_params(train)}
+    if masks:
+        kwargs["mask_interpolation"] = cv2.INTER_NEAREST
+    return kwargs

@@ -447,7 +447,8 @@ def test_public_api() -> None:
     assert set(datamodules.__all__) == {
         "ClassificationDataModule", "Digits", "MNIST", "FashionMNIST", "read_idx", "write_idx",
         "SyntheticRegression", "SplitDataModule", "FileDataModule", "FileClassificationDataModule",
-        "ImageFolder", "ImageNetSubset", "load_image",
+        "ImageFolder", "ImageNetSubset", "load_image", "COCO", "VOCDetection",
+        "DetectionDataModule", "DigitScenes",
     }  # fmt: skip
 
 
