@@ -2,6 +2,14 @@
 
 from tasks._base import ZooTask
 from tasks.classification import ImageClassifier
+from tasks.detection import COCOResultsWriter, ObjectDetector
 from tasks.regression import Regressor, regression_loss
 
-__all__ = ["ImageClassifier", "Regressor", "ZooTask", "regression_loss"]
+__all__ = [
+    "COCOResultsWriter",
+    "ImageClassifier",
+    "ObjectDetector",
+    "Regressor",
+    "ZooTask",
+    "regression_loss",
+]

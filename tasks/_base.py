@@ -24,6 +24,12 @@ def _build(name: str, kwargs: dict[str, Any], weights: str | None) -> nn.Module:
     return zoo.create_model(name, weights=weights, **kwargs)
 
 
+def _trained(model_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Builder arguments for a network whose state dict is saved: pretrained parts
+    (``backbone_weights``) are in the state dict, so rebuilding must not fetch them again."""
+    return {k: None if k == "backbone_weights" else v for k, v in model_kwargs.items()}
+
+
 class ZooTask(LightningModule):
     """Base of the zoo's LightningModules.
 
@@ -148,9 +154,22 @@ class ZooTask(LightningModule):
         that wrote it tells a later release what it is reading."""
         return {
             "model": self.model_name,
-            "model_kwargs": self.model_kwargs,
+            "model_kwargs": _trained(self.model_kwargs),
             "zoo_version": zoo.__version__,
         }
+
+    def data_record(self, class_names: Sequence[str] | None) -> dict[str, Any]:
+        """Class names and preprocessing for the record: the task's names, else the data
+        module's; ``mean``, ``std``, ``image_size`` and ``resize_size`` from the data module that
+        trained the model, when it says."""
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        record: dict[str, Any] = {"class_names": list(class_names) if class_names else None}
+        for key in ("mean", "std", "image_size", "resize_size"):
+            value = getattr(datamodule, key, None)
+            record[key] = list(value) if isinstance(value, tuple) else value
+        if record["class_names"] is None and getattr(datamodule, "classes", None):
+            record["class_names"] = list(datamodule.classes)
+        return record
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The state dict holds the weights now: reloading must not fetch them again, but must
@@ -159,5 +178,7 @@ class ZooTask(LightningModule):
         if "weights" in hparams:
             hparams["weights"] = None
             hparams["model_kwargs"] = self.implied_kwargs | (hparams.get("model_kwargs") or {})
+        if hparams.get("model_kwargs"):
+            hparams["model_kwargs"] = _trained(hparams["model_kwargs"])
         if self.model_name is not None:
             checkpoint["zoo"] = self.zoo_record()

@@ -13,8 +13,9 @@ import torch
 from lightning.pytorch import LightningModule
 from matplotlib.figure import Figure
 from PIL import Image
+from torchvision.utils import draw_bounding_boxes
 
-__all__ = ["confusion_matrix_figure", "log_png"]
+__all__ = ["confusion_matrix_figure", "detections_figure", "log_png"]
 
 
 def confusion_matrix_figure(matrix: torch.Tensor, class_names: Sequence[str] | None) -> Figure:
@@ -44,6 +45,59 @@ def confusion_matrix_figure(matrix: torch.Tensor, class_names: Sequence[str] | N
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"confusion matrix ({int(counts.sum())} images)")
+    return figure
+
+
+def _to_uint8(image: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None):
+    """A normalised ``[C, H, W]`` model input back to ``[3, H, W]`` uint8 for drawing."""
+    image = image.detach().float().cpu()
+    if mean is not None and std is not None:
+        image = image * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
+    image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
+    return image.expand(3, -1, -1) if image.shape[0] == 1 else image
+
+
+def detections_figure(
+    images: Sequence[torch.Tensor],
+    predictions: Sequence[dict[str, torch.Tensor]],
+    targets: Sequence[dict[str, torch.Tensor]],
+    class_names: Sequence[str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    min_score: float = 0.5,
+    min_side: int = 256,
+) -> Figure:
+    """Images with their true boxes (green) and predicted boxes of score >= ``min_score`` (red,
+    with class and score), side by side; small images are enlarged first so labels stay legible.
+    Labels ``i`` are named ``class_names[i - 1]`` (0 is background)."""
+
+    def name(label: int) -> str:
+        known = class_names is not None and 0 < label <= len(class_names)
+        return class_names[label - 1] if known else str(label)
+
+    count = len(images)
+    figure = Figure(figsize=(3.2 * count, 3.4), dpi=100, layout="constrained")
+    for i, (image, pred, target) in enumerate(zip(images, predictions, targets, strict=True)):
+        pixels = _to_uint8(image, mean, std)
+        zoom = max(1, -(-min_side // max(pixels.shape[-2:])))
+        pixels = pixels.repeat_interleave(zoom, -2).repeat_interleave(zoom, -1)
+        keep = pred["scores"].detach().cpu() >= min_score
+        boxes = pred["boxes"].detach().cpu()[keep] * zoom
+        labels = [
+            f"{name(int(c))} {s:.2f}"
+            for c, s in zip(
+                pred["labels"][keep].tolist(), pred["scores"][keep].tolist(), strict=True
+            )
+        ]
+        drawn, true_boxes = pixels, target["boxes"].detach().cpu() * zoom
+        if len(true_boxes):  # torchvision warns on an empty set
+            drawn = draw_bounding_boxes(drawn, true_boxes, colors="lime")
+        if len(boxes):
+            drawn = draw_bounding_boxes(drawn, boxes, labels, colors="red")
+        ax = figure.add_subplot(1, count, i + 1)
+        ax.imshow(drawn.permute(1, 2, 0).numpy())
+        ax.set_axis_off()
+        ax.set_title(f"{int(keep.sum())} found, {len(target['boxes'])} true", fontsize=9)
     return figure
 
 

@@ -208,12 +208,6 @@ class ImageClassifier(ZooTask):
         return self(images).softmax(dim=-1)
 
     def zoo_record(self) -> dict[str, Any]:
-        record = super().zoo_record() | {"task": "classification", "class_names": self.class_names}
-        # Preprocessing comes from the datamodule that trained the model, when it says.
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
-        for key in ("mean", "std", "image_size", "resize_size"):
-            value = getattr(datamodule, key, None)
-            record[key] = list(value) if isinstance(value, tuple) else value
-        if record["class_names"] is None and getattr(datamodule, "classes", None):
-            record["class_names"] = list(datamodule.classes)
-        return record
+        return (
+            super().zoo_record() | {"task": "classification"} | self.data_record(self.class_names)
+        )

@@ -1,6 +1,7 @@
 """The ``zoo`` command: LightningCLI for ``fit | validate | test | predict``, plus the zoo's own
-``zoo models`` (the registry as a table), ``zoo kfold`` (K-fold cross-validation, Section 3.6)
-and ``zoo export`` (a checkpoint as safetensors, ONNX or ``torch.export``, metadata included).
+``zoo models`` (the registry as a table), ``zoo kfold`` (K-fold cross-validation, Section 3.6),
+``zoo export`` (a checkpoint as safetensors, ONNX or ``torch.export``, metadata included) and
+``zoo scenes`` (the embedded DigitScenes data written as COCO and VOC trees).
 
 Model and data are chosen in subclass mode (``class_path`` / ``init_args``); the data module's
 ``num_classes``, ``in_channels`` and ``classes`` are linked into the model, so a recipe states
@@ -203,6 +204,33 @@ def _load_hints(format: str, path: Path) -> tuple[str, str]:
     )
 
 
+def write_scenes(argv: list[str]) -> Path:
+    """``zoo scenes --out DIR [--num-train N] [--num-val N] [--image-size N] [--seed N]``: write
+    DigitScenes (scikit-learn's digits composed into scenes) as a COCO and a VOCdevkit tree."""
+    from datamodules.scenes import write_digit_scenes  # the data room, needed by this command only
+
+    parser = argparse.ArgumentParser(prog="zoo scenes", description=write_scenes.__doc__)
+    parser.add_argument("--out", required=True, help="folder to write (created)")
+    parser.add_argument("--num-train", type=int, default=4000)
+    parser.add_argument("--num-val", type=int, default=500)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    try:
+        root = write_digit_scenes(
+            args.out,
+            num_train=args.num_train,
+            num_val=args.num_val,
+            image_size=args.image_size,
+            seed=args.seed,
+        )
+    except ValueError as error:
+        raise SystemExit(f"zoo scenes: {error}") from error
+    print(f"wrote {root}/coco (COCO: images + annotations/instances_{{train,val}}.json)")
+    print(f"wrote {root}/VOCdevkit/VOC2012 (VOC: Annotations, JPEGImages, SegmentationClass)")
+    return root
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``zoo`` console script (``argv`` for calls from Python and tests)."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -212,6 +240,8 @@ def main(argv: list[str] | None = None) -> None:
         run_kfold(args[1:])
     elif args[:1] == ["export"]:
         run_export(args[1:])
+    elif args[:1] == ["scenes"]:
+        write_scenes(args[1:])
     else:
         ZooCLI(args=argv)  # None: LightningCLI reads sys.argv itself
 

@@ -3,6 +3,7 @@ real-format data, ``zoo models``, ``zoo kfold`` and the quickstart recipe end to
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from pathlib import Path
@@ -13,6 +14,7 @@ import torchvision
 
 import zoo
 from tasks.cli import ZooCLI, main, run_kfold
+from tests._detection_files import write_coco, write_voc
 from tests._image_files import write_ilsvrc, write_photo_classes
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -54,13 +56,21 @@ def finetune_inputs(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("finetune")
     write_photo_classes(root / "images")
     write_ilsvrc(root / "imagenet", "flat")
+    for split in ("train2017", "val2017"):
+        write_coco(root / "coco", split, bad=False)
+    write_voc(root)
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), root / "resnet18.pth")
     return root
 
 
 def _offline(recipe: Path, inputs: Path) -> list[str]:
-    """Overrides that point a fine-tuning recipe at ``finetune_inputs`` (none for the others)."""
+    """Overrides that point a recipe for downloaded data (fine-tuning, COCO, VOC) at the tiny
+    trees of ``finetune_inputs`` (none for the others)."""
+    if recipe.stem.endswith("_coco"):
+        return ["--data.root", str(inputs / "coco")]
+    if recipe.stem.endswith("_voc"):
+        return ["--data.root", str(inputs / "VOCdevkit" / "VOC2012"), "--data.classes", "found"]
     if recipe.parent.name != "finetune":
         return []
     data = inputs / ("imagenet" if "imagenette" in recipe.stem else "images")
@@ -78,7 +88,9 @@ def test_recipe_instantiates(recipe, finetune_inputs):
         assert cli.model.hparams.class_names == list(cli.datamodule.classes)
     checkpoint = cli.trainer.checkpoint_callback
     expected = Path(cli.trainer.default_root_dir, "checkpoints").resolve()
-    assert Path(checkpoint.dirpath) == expected and checkpoint.monitor == "val/loss"
+    # Detectors have no validation loss (torchvision's convention): their recipes keep the best mAP.
+    monitor = ("val/map", "val/map_50") if recipe.parent.name == "detection" else ("val/loss",)
+    assert Path(checkpoint.dirpath) == expected and checkpoint.monitor in monitor
 
 
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
@@ -178,3 +190,29 @@ def test_quickstart_recipe_learns(capsys):
     assert accuracy > 0.9
     checkpoint = torch.load("runs/lenet_digits/checkpoints/best.ckpt", weights_only=True)
     assert checkpoint["zoo"]["model"] == "lenet"
+
+
+def test_detection_recipe_fit_validate_predict():
+    """``zoo fit``, ``zoo validate`` and ``zoo predict`` with the DigitScenes recipe, as the README
+    runs them (tiny scenes, one epoch): a checkpoint, mAP and a COCO results file."""
+    recipe = str(CONFIGS / "detection" / "tinyssd_digitscenes.yaml")
+    data = ["--data.num_train=16", "--data.num_val=8", "--data.batch_size=8", "--data.root=scenes"]
+    main(["fit", "--config", recipe, *data, *QUIET, "--trainer.max_epochs=1"])
+    checkpoint = Path("runs/tinyssd_digitscenes/checkpoints/best.ckpt")
+    assert checkpoint.is_file() and Path("scenes/coco/annotations/instances_val.json").is_file()
+    assert zoo.load(checkpoint).pretrained_cfg.class_names == [str(d) for d in range(10)]
+    main(["validate", "--config", recipe, *data, *QUIET, "--ckpt_path", str(checkpoint)])
+    main(["predict", "--config", recipe, *data, *QUIET, "--ckpt_path", str(checkpoint)])
+    results = json.loads(Path("runs/tinyssd_digitscenes/predictions.json").read_text())
+    assert {r["image_id"] for r in results} <= set(range(1, 9))
+
+
+def test_zoo_scenes_writes_both_trees(capsys):
+    main(["scenes", "--out", "trees", "--num-train", "4", "--num-val", "2"])
+    assert len(list(Path("trees/coco/train").glob("*.jpg"))) == 4
+    assert Path("trees/VOCdevkit/VOC2012/ImageSets/Main/val.txt").read_text().split() == [
+        "val_000001", "val_000002",
+    ]  # fmt: skip
+    assert "wrote trees/coco" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="num_train"):  # other arguments: refused, named
+        main(["scenes", "--out", "trees", "--num-train", "5", "--num-val", "2"])

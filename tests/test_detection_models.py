@@ -74,6 +74,12 @@ def test_training_needs_valid_targets(name):
         model(images, background)
 
 
+def test_tinyssd_says_how_small_an_image_may_be():
+    model = zoo.create_model("tinyssd").eval()
+    with pytest.raises(ValueError, match="at least 64 x 64"):
+        model(torch.zeros(1, 3, 48, 64))
+
+
 def test_tinyssd_is_the_course_model():
     """Section 14.7.1: a 256x256 input gives maps of 32, 16, 8, 4 and 1 pixels, 4 anchors each:
     5444 anchors; with one class, 2 class scores and 4 offsets per anchor."""

@@ -60,20 +60,21 @@ class _Taps(nn.Module):
         return maps
 
 
-def _course_base_net(in_channels: int) -> tuple[_Taps, list[int]]:
+def _course_base_net(in_channels: int) -> tuple[_Taps, list[int], int]:
     channels = [in_channels, 16, 32, 64]
     stages = nn.Sequential(
         OrderedDict(
             (f"block{i + 1}", down_sample_blk(channels[i], channels[i + 1])) for i in range(3)
         )
     )
-    return _Taps(stages, ["block3"]), [64]
+    return _Taps(stages, ["block3"]), [64], 8
 
 
 def _backbone_taps(
     name: str, in_channels: int, weights: str | None, max_taps: int
-) -> tuple[_Taps, list[int]]:
-    """A zoo classifier's stages, tapped at the deepest stage of each stride from 8 on."""
+) -> tuple[_Taps, list[int], int]:
+    """A zoo classifier's stages, tapped at the deepest stage of each stride from 8 on; their
+    channels; the stride of the deepest tap."""
     model = create_model(name, weights=weights, in_channels=in_channels)
     if not getattr(model, "feature_info", None):
         raise ValueError(
@@ -84,7 +85,8 @@ def _backbone_taps(
     taps = [by_stride[stride] for stride in sorted(by_stride)][-max_taps:]
     if not taps:
         raise ValueError(f"backbone {name!r} has no feature map at stride 8 or more")
-    return _Taps(model.features, [info.name for info in taps]), [info.channels for info in taps]
+    names, channels = [info.name for info in taps], [info.channels for info in taps]
+    return _Taps(model.features, names), channels, taps[-1].stride
 
 
 class TinySSD(Detector):
@@ -141,9 +143,9 @@ class TinySSD(Detector):
         if backbone is None:
             if backbone_weights is not None:
                 raise ValueError("TinySSD: backbone_weights needs a backbone (e.g. resnet18)")
-            self.base_net, channels = _course_base_net(in_channels)
+            self.base_net, channels, self.base_stride = _course_base_net(in_channels)
         else:
-            self.base_net, channels = _backbone_taps(
+            self.base_net, channels, self.base_stride = _backbone_taps(
                 backbone, in_channels, backbone_weights, max_taps=num_scales - 1
             )
         # The course's blocks 1-3 (64 -> 128, then 128 -> 128) and its global max-pool.
@@ -166,8 +168,19 @@ class TinySSD(Detector):
         )
         self._anchor_cache: dict[tuple, Tensor] = {}
 
+    @property
+    def min_size(self) -> int:
+        """The smallest input side: every down-sampling block needs a map of 2 pixels or more."""
+        return self.base_stride * 2 ** (len(self.blocks) - 1)
+
     def feature_maps(self, x: Tensor) -> list[Tensor]:
         """The maps of every scale, finest first."""
+        if min(x.shape[-2:]) < self.min_size:
+            raise ValueError(
+                f"TinySSD with {len(self.sizes)} scales needs images of at least "
+                f"{self.min_size} x {self.min_size} pixels, got {tuple(x.shape[-2:])}: raise "
+                "the data module's image_size"
+            )
         maps = self.base_net(x)
         for block in self.blocks:
             maps.append(block(maps[-1]))

@@ -1,0 +1,283 @@
+"""Object detection (Sections 14.3-14.8 of the course): one task for every zoo detector, COCO mAP
+for all of them, and COCO results files from ``zoo predict``.
+
+The detector owns everything family-specific: in training mode it returns its named loss terms,
+in eval mode one ``{"boxes", "scores", "labels"}`` dict per image (see :mod:`zoo.detection._base`).
+The task sums and logs the terms, scores the detections with torchmetrics'
+``MeanAveragePrecision`` (COCO's protocol) and draws a few of them into the logs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics.detection import MeanAveragePrecision
+
+from tasks._base import ZooTask
+from tasks._figures import detections_figure, log_png
+from tasks.finetune import Freeze
+from zoo.detection.boxes import convert_boxes, scale_boxes
+
+__all__ = ["COCOResultsWriter", "ObjectDetector"]
+
+# COCOeval's own thresholds, in float64. torchmetrics' defaults come from a float32 torch.linspace
+# (0.6 becomes 0.60000002), which moves recall points that fall exactly on the grid (3 of 5
+# objects found) and gives mAPs a few 1e-4 off COCOeval's on the same detections.
+COCO_IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10).tolist()
+COCO_RECALL_THRESHOLDS = np.linspace(0.0, 1.0, 101).tolist()
+# faster-coco-eval gives pycocotools' numbers several times faster; use it when installed.
+_MAP_BACKEND = "faster_coco_eval" if importlib.util.find_spec("faster_coco_eval") else "pycocotools"
+
+
+class ObjectDetector(ZooTask):
+    """Train and evaluate any zoo detector on ``(images, targets)`` batches.
+
+    Logs the sum of the model's loss terms as ``train/loss`` and every term as ``train/<term>``
+    (per epoch; ``train/loss_step`` every ``trainer.log_every_n_steps``). Validation and test log
+    COCO's ``map`` (mAP over IoU 0.5:0.95), ``map_50``, ``map_75``, ``mar_100`` and, with
+    ``class_metrics``, the AP of every class as ``<stage>/ap/<class name>``. Objects the data marks
+    ``iscrowd`` (COCO's crowds, VOC's difficult objects) are ignored, as COCOeval does. The first
+    ``log_images`` validation images of each epoch are logged with true and predicted boxes drawn.
+
+    Args:
+        model: registry name of a detector (``zoo models --task detection``) or an ``nn.Module``
+            keeping the detector contract.
+        num_classes: object classes, background excluded (linked from ``data.num_classes``).
+        in_channels: image channels (linked from ``data.in_channels``).
+        model_kwargs: further builder arguments, e.g. ``{"backbone": "resnet18"}``.
+        class_names: names of classes ``1..num_classes``, in order; stored with the checkpoint.
+        optimizer, scheduler, decay_norm_and_bias, weights, freeze, unfreeze_at_epochs,
+            head_lr_mult, layer_lr_decay: as in :class:`tasks.ImageClassifier`.
+        class_metrics: also compute and log the AP of every class.
+        log_images: validation images drawn into the logs each epoch (0: none).
+    """
+
+    def __init__(
+        self,
+        model: str | nn.Module = "tinyssd",
+        num_classes: int = 1,
+        in_channels: int = 3,
+        model_kwargs: dict[str, Any] | None = None,
+        class_names: list[str] | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        scheduler: LRSchedulerCallable | None = None,
+        decay_norm_and_bias: bool = False,
+        weights: str | None = None,
+        freeze: Freeze = 0,
+        unfreeze_at_epochs: Sequence[int] = (),
+        head_lr_mult: float = 1.0,
+        layer_lr_decay: float = 1.0,
+        class_metrics: bool = True,
+        log_images: int = 4,
+    ) -> None:
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"class_names has {len(class_names)} names for num_classes={num_classes}; give "
+                "one name per object class (background is not a class)"
+            )
+        builder_kwargs = {"num_classes": num_classes, "in_channels": in_channels}
+        builder_kwargs |= model_kwargs or {}
+        super().__init__(
+            model,
+            builder_kwargs,
+            optimizer,
+            scheduler,
+            decay_norm_and_bias,
+            weights=weights,
+            freeze=freeze,
+            unfreeze_at_epochs=unfreeze_at_epochs,
+            head_lr_mult=head_lr_mult,
+            layer_lr_decay=layer_lr_decay,
+        )
+        self.save_hyperparameters(
+            ignore=["optimizer", "scheduler"] + (["model"] if isinstance(model, nn.Module) else [])
+        )
+        self.num_classes = num_classes
+        self.class_names = class_names
+        self.class_metrics = class_metrics
+        self.log_images = log_images
+        self.val_map = self._map_metric()
+        self.test_map = self._map_metric()
+        self._drawn_epoch = -1  # the epoch whose validation images were last drawn
+
+    def _map_metric(self) -> MeanAveragePrecision:
+        return MeanAveragePrecision(
+            box_format="xyxy",
+            iou_type="bbox",
+            iou_thresholds=COCO_IOU_THRESHOLDS,
+            rec_thresholds=COCO_RECALL_THRESHOLDS,
+            class_metrics=self.class_metrics,
+            backend=_MAP_BACKEND,
+        )
+
+    def forward(self, images: Tensor | list[Tensor], targets=None):
+        return self.model(images, targets)
+
+    def _shared_step(self, batch, stage: str) -> Tensor | None:
+        images, targets = batch
+        batch_size = len(targets)
+        if stage == "train":
+            losses = self.model(images, targets)
+            loss = torch.stack(list(losses.values())).sum()
+            for name, value in {"loss": loss, **losses}.items():
+                self.log(
+                    f"train/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size
+                )
+            every = self.trainer.log_every_n_steps if self._trainer else 1
+            if every > 0 and self.global_step % every == 0:
+                self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
+            return loss
+        detections = self.model(images)
+        getattr(self, f"{stage}_map").update(_detached(detections), _eval_targets(targets))
+        if stage == "val" and self._draws_now():
+            self._log_drawings(images, detections, targets)
+        return None
+
+    def _draws_now(self) -> bool:
+        # Only the first validation batch of an epoch, never in the sanity check.
+        trainer = self.trainer if self._trainer else None
+        return (
+            self.log_images > 0
+            and trainer is not None
+            and not trainer.sanity_checking
+            and self._drawn_epoch != self.current_epoch
+        )
+
+    def _log_drawings(self, images, detections, targets) -> None:
+        self._drawn_epoch = self.current_epoch
+        count = min(self.log_images, len(targets))
+        datamodule = getattr(self.trainer, "datamodule", None)
+        figure = detections_figure(
+            [images[i] for i in range(count)],
+            detections[:count],
+            targets[:count],
+            self.class_names or getattr(datamodule, "classes", None),
+            getattr(datamodule, "mean", None),
+            getattr(datamodule, "std", None),
+        )
+        log_png(self, "val/detections", figure)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_map("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_map("test")
+
+    def _log_map(self, stage: str) -> None:
+        metric = getattr(self, f"{stage}_map")
+        if not metric.update_count:  # an empty stage (limit_val_batches=0) logs nothing
+            return
+        results = metric.compute()  # synced across devices
+        for key in ("map", "map_50", "map_75", "mar_100"):
+            self.log(f"{stage}/{key}", results[key], prog_bar=key in ("map", "map_50"))
+        if self.class_metrics:
+            names = self.class_names or getattr(self.trainer.datamodule, "classes", None)
+            classes = results["classes"].reshape(-1).tolist()
+            for label, ap in zip(classes, results["map_per_class"].reshape(-1), strict=True):
+                known = names is not None and 0 < label <= len(names)
+                self.log(f"{stage}/ap/{names[label - 1] if known else label}", ap)
+        metric.reset()
+
+    def predict_step(self, batch, batch_idx: int) -> list[dict[str, Tensor]]:
+        """Detections in the pixels of each image *file*: boxes are scaled from the model's input
+        back to the target's ``orig_size``; each dict carries the target's ``image_id``."""
+        images, targets = batch if isinstance(batch, (list, tuple)) else (batch, None)
+        detections = self.model(images)
+        if targets is None:
+            return detections
+        for detection, image, target in zip(detections, images, targets, strict=True):
+            if "orig_size" in target:
+                size = tuple(int(v) for v in target["orig_size"])
+                detection["boxes"] = scale_boxes(detection["boxes"], tuple(image.shape[-2:]), size)
+            if "image_id" in target:
+                detection["image_id"] = target["image_id"]
+        return detections
+
+    def zoo_record(self) -> dict[str, Any]:
+        return super().zoo_record() | {"task": "detection"} | self.data_record(self.class_names)
+
+
+def _detached(detections: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+    return [
+        {k: detection[k].detach() for k in ("boxes", "scores", "labels")}
+        for detection in detections
+    ]
+
+
+def _eval_targets(targets: Sequence[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
+    """What MeanAveragePrecision reads from a target: boxes, labels, and crowds to ignore."""
+    kept = []
+    for target in targets:
+        entry = {"boxes": target["boxes"], "labels": target["labels"]}
+        if "iscrowd" in target:
+            entry["iscrowd"] = target["iscrowd"]
+        kept.append(entry)
+    return kept
+
+
+class COCOResultsWriter(BasePredictionWriter):
+    """Writes ``zoo predict``'s detections as a COCO results file, which
+    ``pycocotools.coco.COCO.loadRes`` reads and ``COCOeval`` scores.
+
+    Each detection becomes ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` in the
+    pixels of the image file. Labels map back to the data module's ``category_ids`` (COCO's own
+    ids) when it has them. Under DDP every rank writes its own file (``.rank<N>`` before the
+    suffix).
+
+    Args:
+        output_file: the JSON file; relative paths are under the trainer's ``default_root_dir``.
+    """
+
+    def __init__(self, output_file: str = "predictions.json") -> None:
+        super().__init__(write_interval="epoch")
+        self.output_file = output_file
+
+    def write_on_epoch_end(
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        predictions: Sequence[Any],
+        batch_indices,
+    ) -> None:
+        category_ids = getattr(trainer.datamodule, "category_ids", None)
+        results = []
+        for batch in predictions:
+            for detection in batch:
+                if "image_id" not in detection:
+                    raise ValueError(
+                        "COCOResultsWriter needs each target's image_id; the detection data "
+                        "modules (COCO, VOCDetection, DigitScenes) provide it"
+                    )
+                image_id = int(detection["image_id"])
+                boxes = convert_boxes(detection["boxes"].float().cpu(), "xyxy", "xywh")
+                labels = detection["labels"].tolist()
+                for box, label, score in zip(
+                    boxes.tolist(), labels, detection["scores"].tolist(), strict=True
+                ):
+                    category = category_ids[label - 1] if category_ids else label
+                    results.append(
+                        {
+                            "image_id": image_id,
+                            "category_id": int(category),
+                            "bbox": box,
+                            "score": float(score),
+                        }
+                    )
+        path = Path(self.output_file)
+        if not path.is_absolute():
+            path = Path(trainer.default_root_dir) / path
+        if trainer.world_size > 1:
+            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results))
+        print(f"wrote {len(results)} detections to {path}")
