@@ -322,7 +322,7 @@ class DetectionDataModule(FileDataModule):
                 f"{name}: masks=True, but this format has no instance masks; use COCO data "
                 "for instance masks, or set masks: false"
             )
-        self.mean, self.std = _standardisation(name, mean, std, self.in_channels)
+        self.mean, self.std = transforms.standardisation(name, mean, std, self.in_channels)
         self.image_size = image_size
         self.train_transforms = train_transforms
         self.masks = masks
@@ -415,26 +415,3 @@ class DetectionDataModule(FileDataModule):
                 )
             return self._dataloader(self.val_dataset, shuffle=False)
         return self._dataloader(self._require(self.test_dataset, "predict"), shuffle=False)
-
-
-def _standardisation(
-    owner: str,
-    mean: Sequence[float] | None,
-    std: Sequence[float] | None,
-    in_channels: int,
-) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Checked mean and std, ImageNet's by default (their channel mean for grey images)."""
-    grey = in_channels == 1
-    if mean is None:
-        mean = (sum(transforms.IMAGENET_MEAN) / 3,) if grey else transforms.IMAGENET_MEAN
-    if std is None:
-        std = (sum(transforms.IMAGENET_STD) / 3,) if grey else transforms.IMAGENET_STD
-    for argument, values in (("mean", mean), ("std", std)):
-        if len(values) != in_channels:
-            raise ValueError(
-                f"{owner}: {argument}={list(values)} has {len(values)} values for "
-                f"in_channels={in_channels}; give one per channel"
-            )
-    if min(std) <= 0:
-        raise ValueError(f"{owner}: std={list(std)} must be positive")
-    return tuple(float(v) for v in mean), tuple(float(v) for v in std)

@@ -109,24 +109,10 @@ class FileClassificationDataModule(FileDataModule):
                 "image_size from the centre, so use e.g. 256 for 224 (ratio 0.875)"
             )
         transforms.check_preset(train_transforms, owner=name)
-        grey = self.in_channels == 1
-        if mean is None:
-            mean = (sum(transforms.IMAGENET_MEAN) / 3,) if grey else transforms.IMAGENET_MEAN
-        if std is None:
-            std = (sum(transforms.IMAGENET_STD) / 3,) if grey else transforms.IMAGENET_STD
-        for argument, values in (("mean", mean), ("std", std)):
-            if len(values) != self.in_channels:
-                raise ValueError(
-                    f"{name}: {argument}={list(values)} has {len(values)} values for "
-                    f"in_channels={self.in_channels}; give one per channel"
-                )
-        if min(std) <= 0:
-            raise ValueError(f"{name}: std={list(std)} must be positive")
+        self.mean, self.std = transforms.standardisation(name, mean, std, self.in_channels)
         self.image_size = image_size
         self.resize_size = resize_size
         self.train_transforms = train_transforms
-        self.mean = tuple(float(value) for value in mean)
-        self.std = tuple(float(value) for value in std)
         self.classes: list[str] = []
 
     def train_transform(self) -> A.Compose:

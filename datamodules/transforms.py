@@ -69,6 +69,7 @@ __all__ = [
     "TRAIN_PRESETS",
     "check_detection_preset",
     "check_preset",
+    "standardisation",
     "detection_eval_transform",
     "detection_train_transform",
     "eval_transform",
@@ -330,3 +331,26 @@ def _detection_compose_kwargs(train: bool, masks: bool) -> dict[str, Any]:
     if masks:
         kwargs["mask_interpolation"] = cv2.INTER_NEAREST
     return kwargs
+
+
+def standardisation(
+    owner: str,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    in_channels: int,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Checked mean and std, ImageNet's by default (their channel mean for grey images)."""
+    grey = in_channels == 1
+    if mean is None:
+        mean = (sum(IMAGENET_MEAN) / 3,) if grey else IMAGENET_MEAN
+    if std is None:
+        std = (sum(IMAGENET_STD) / 3,) if grey else IMAGENET_STD
+    for argument, values in (("mean", mean), ("std", std)):
+        if len(values) != in_channels:
+            raise ValueError(
+                f"{owner}: {argument}={list(values)} has {len(values)} values for "
+                f"in_channels={in_channels}; give one per channel"
+            )
+    if min(std) <= 0:
+        raise ValueError(f"{owner}: std={list(std)} must be positive")
+    return tuple(float(v) for v in mean), tuple(float(v) for v in std)

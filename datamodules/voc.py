@@ -164,18 +164,22 @@ class VOCDetection(DetectionDataModule):
             )
         return names
 
-    def _read_records(self, split_name: str) -> list[tuple[str, VOCRecord]]:
-        lines = self._split_file(split_name).read_text(encoding="utf-8").splitlines()
-        ids = [line.split()[0] for line in lines if line.strip()]
-        annotations = self.root / "Annotations"
-        missing = [i for i in ids if not (annotations / f"{i}.xml").is_file()]
+    def _require_files(self, split_name: str, ids: list[str], folder: Path, suffix: str) -> None:
+        """Raise naming the first of the split's ids without a file ``folder/<id><suffix>``."""
+        missing = [i for i in ids if not (folder / f"{i}{suffix}").is_file()]
         if missing:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
             raise FileNotFoundError(
                 f"VOC: {self._split_file(split_name)} lists {missing[0]}, but "
-                f"{annotations / (missing[0] + '.xml')} does not exist{more}; is the "
-                f"download complete? Else {_FIX_ROOT}"
+                f"{folder / (missing[0] + suffix)} does not exist{more}; is the download "
+                f"complete? Else {_FIX_ROOT}"
             )
+
+    def _read_records(self, split_name: str) -> list[tuple[str, VOCRecord]]:
+        lines = self._split_file(split_name).read_text(encoding="utf-8").splitlines()
+        ids = [line.split()[0] for line in lines if line.strip()]
+        annotations = self.root / "Annotations"
+        self._require_files(split_name, ids, annotations, ".xml")
         return [(i, read_voc_xml(annotations / f"{i}.xml")) for i in ids]
 
     def _parse_split(
@@ -183,14 +187,7 @@ class VOCDetection(DetectionDataModule):
     ) -> list[tuple[Path, DetectionAnnotation]]:
         records = self._records.pop(split_name, None) or self._read_records(split_name)
         images = self.root / "JPEGImages"
-        missing = [i for i, _ in records if not (images / f"{i}.jpg").is_file()]
-        if missing:
-            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-            raise FileNotFoundError(
-                f"VOC: {self._split_file(split_name)} lists {missing[0]}, but "
-                f"{images / (missing[0] + '.jpg')} does not exist{more}; is the download "
-                f"complete? Else {_FIX_ROOT}"
-            )
+        self._require_files(split_name, [i for i, _ in records], images, ".jpg")
         samples = []
         for position, (image_name, (size, objects)) in enumerate(records):
             path = images / f"{image_name}.jpg"

@@ -95,6 +95,21 @@ class ZooTask(LightningModule):
         self.scheduler = scheduler
         self.decay_norm_and_bias = decay_norm_and_bias
 
+    @staticmethod
+    def labelled_kwargs(
+        num_classes: int,
+        in_channels: int,
+        model_kwargs: dict[str, Any] | None,
+        class_names: Sequence[str] | None,
+    ) -> dict[str, Any]:
+        """The builder arguments of a task with classes, after checking one name per class."""
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"class_names has {len(class_names)} names for num_classes={num_classes}; give "
+                "one name per class (for detection: per object class, background excluded)"
+            )
+        return {"num_classes": num_classes, "in_channels": in_channels} | (model_kwargs or {})
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 

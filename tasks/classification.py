@@ -90,18 +90,9 @@ class ImageClassifier(ZooTask):
         head_lr_mult: float = 1.0,
         layer_lr_decay: float = 1.0,
     ) -> None:
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(
-                f"class_names has {len(class_names)} names for num_classes={num_classes}; "
-                "give one name per class"
-            )
-        # A new name: save_hyperparameters reads this frame's locals, and must see the
-        # arguments as given.
-        builder_kwargs = {"num_classes": num_classes, "in_channels": in_channels}
-        builder_kwargs |= model_kwargs or {}
         super().__init__(
             model,
-            builder_kwargs,
+            self.labelled_kwargs(num_classes, in_channels, model_kwargs, class_names),
             optimizer,
             scheduler,
             decay_norm_and_bias,

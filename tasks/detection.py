@@ -80,16 +80,9 @@ class ObjectDetector(ZooTask):
         class_metrics: bool = True,
         log_images: int = 4,
     ) -> None:
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(
-                f"class_names has {len(class_names)} names for num_classes={num_classes}; give "
-                "one name per object class (background is not a class)"
-            )
-        builder_kwargs = {"num_classes": num_classes, "in_channels": in_channels}
-        builder_kwargs |= model_kwargs or {}
         super().__init__(
             model,
-            builder_kwargs,
+            self.labelled_kwargs(num_classes, in_channels, model_kwargs, class_names),
             optimizer,
             scheduler,
             decay_norm_and_bias,

@@ -198,7 +198,7 @@ def test_checkpoint_round_trip_through_zoo_load(scenes, tmp_path):
 
 
 def test_class_names_must_match_the_classes():
-    with pytest.raises(ValueError, match="one name per object class"):
+    with pytest.raises(ValueError, match="one name per class"):
         ObjectDetector("tinyssd", num_classes=3, class_names=["a", "b"])
 
 
