@@ -1,4 +1,4 @@
-"""Images in one folder per class: your own data, e.g. for fine-tuning (Section 13.2).
+"""Images in one folder per class: your own data, e.g. for fine-tuning (Section 14.2).
 
 :class:`FileClassificationDataModule` is what every file-backed classification dataset
 shares (class names, normalisation, the augmentation preset, the batch format);

@@ -1,6 +1,6 @@
 """Augmentation presets for file-backed datamodules, chosen by name in configs.
 
-Image augmentation as the course teaches it (Section 13.1): a random left-right flip, a
+Image augmentation as the course teaches it (Section 14.1): a random left-right flip, a
 random crop of random area and aspect ratio resized to the model's input size, and a
 random change of brightness, contrast, saturation and hue. Evaluation resizes the shorter
 side to ``resize_size`` and takes the centre ``image_size`` square, as torchvision's
@@ -19,10 +19,10 @@ preset                training pipeline
 ``"flip"``            the evaluation pipeline, then a left-right flip with probability 1/2
 ``"crop_flip"``       random-resized crop (scale 0.08-1, ratio 3/4-4/3) to ``image_size``, then
                       a flip: torchvision's ImageNet recipe and the course's fine-tuning one
-                      (Section 13.2)
+                      (Section 14.2)
 ``"course"``          ``"crop_flip"``, then colour jitter: brightness, contrast and saturation
                       each times 0.5-1.5, hue shifted by up to half the colour circle
-                      (Section 13.1's combined example)
+                      (Section 14.1's combined example)
 ====================  =========================================================================
 
 Detection pipelines (:func:`detection_train_transform`, :func:`detection_eval_transform`)

@@ -1,4 +1,4 @@
-"""Image classification (Chapters 4, 7, 8 of the course) and fine-tuning (Section 13.2): one task
+"""Image classification (Chapters 4, 7, 8 of the course) and fine-tuning (Section 14.2): one task
 for every zoo classifier."""
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ class ImageClassifier(ZooTask):
     At the end of ``test`` the confusion matrix is logged as an image (``test/confusion_matrix``,
     also written as a PNG next to the logs).
 
-    Fine-tuning (Section 13.2): ``weights`` loads a pretrained network, which is then adapted to
+    Fine-tuning (Section 14.2): ``weights`` loads a pretrained network, which is then adapted to
     ``num_classes``, ``in_channels`` and ``class_names`` (:func:`zoo.adapt`); ``head_lr_mult``,
     ``layer_lr_decay``, ``freeze`` and ``unfreeze_at_epochs`` shape its training
     (:class:`tasks.finetune.FineTuning`). The course's recipe is ``head_lr_mult: 10`` with a small

@@ -1,4 +1,4 @@
-"""Fine-tuning as the course teaches it (Section 13.2): a pretrained body, a new head trained with a
+"""Fine-tuning as the course teaches it (Section 14.2): a pretrained body, a new head trained with a
 larger learning rate, bottom stages frozen, and optionally unfrozen later.
 
 A model is cut into *units*, bottom to top: the named stages of ``features`` (the classifier

@@ -1,4 +1,4 @@
-"""``zoo.adapt`` (Section 13.2): new heads that reuse the rows of shared classes, and input layers
+"""``zoo.adapt`` (Section 14.2): new heads that reuse the rows of shared classes, and input layers
 adapted to any channel count so that a grey image keeps the activations of its RGB copy."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fine-tuning in the tasks (Section 13.2): per-unit learning rates that survive schedulers, frozen
+"""Fine-tuning in the tasks (Section 14.2): per-unit learning rates that survive schedulers, frozen
 stages that do not move (batch-norm statistics included), thawing on schedule, under DDP too, and
 the confusion matrix logged at test time."""
 

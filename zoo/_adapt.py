@@ -1,4 +1,4 @@
-"""``zoo.adapt``: the one way to fit a trained model to new data (Section 13.2, fine-tuning).
+"""``zoo.adapt``: the one way to fit a trained model to new data (Section 14.2, fine-tuning).
 
 The course's recipe copies layers 1..L-1 of the source model, gives the target model a new output
 layer initialised at random, and, when source and target share labels, starts the output rows of

@@ -1,4 +1,4 @@
-"""Fine-tuning beats training from scratch (Section 13.2), on real data, through the zoo's own path.
+"""Fine-tuning beats training from scratch (Section 14.2), on real data, through the zoo's own path.
 
 For each seed: pretrain a zoo ResNet-18 on the handwritten digits 0-4 (scikit-learn's, 8x8 grey
 upsampled to 32x32), save the checkpoint with the Trainer, then train on the digits 5-9 with only
