@@ -4,6 +4,8 @@ pixels; plus TinySSD against the course (Section 14.7) and a short overfit that 
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from PIL import Image
@@ -160,3 +162,23 @@ def test_tinyssd_overfits_one_scene():
         assert mine.any(), f"class {label} not detected"
         best = detection["boxes"][mine][0]  # sorted by score
         assert box_iou(best[None], box[None]).item() > 0.5, (label, best, box)
+
+
+def test_a_trained_detector_adapts_to_new_classes_and_channels():
+    """A detection checkpoint's weights, fine-tuned on other data: create_model(weights=...)
+    with another num_classes / in_channels keeps everything but the class predictors, and a grey
+    image gives the boxes its RGB copy gave (zoo.adapt, Section 14.2)."""
+    torch.manual_seed(0)
+    source = zoo.create_model("tinyssd", num_classes=10).eval()
+    target = zoo.adapt(copy.deepcopy(source), num_classes=3, in_channels=1).eval()
+    assert target.num_classes == 3 and target.in_channels == 1
+    assert target.cls_predictors[0].out_channels == 4 * (3 + 1)
+    for name, value in source.state_dict().items():
+        if not name.startswith("cls_predictors"):
+            mine = target.state_dict()[name]
+            assert mine.shape != value.shape or torch.equal(mine, value), name
+    grey = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        _, _, rgb_offsets = source.forward_head(grey.expand(1, 3, 64, 64))
+        _, _, grey_offsets = target.forward_head(grey)
+    torch.testing.assert_close(grey_offsets, rgb_offsets, rtol=1e-4, atol=1e-5)

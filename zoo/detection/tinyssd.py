@@ -157,16 +157,33 @@ class TinySSD(Detector):
         channels.append(channels[-1])
         self.blocks = nn.ModuleList(blocks)
 
-        anchors = [len(s) + len(r) - 1 for s, r in zip(self.sizes, self.ratios, strict=True)]
-        self.cls_predictors = nn.ModuleList(
-            nn.Conv2d(c, a * (num_classes + 1), kernel_size=3, padding=1)
-            for c, a in zip(channels, anchors, strict=True)
-        )
-        self.bbox_predictors = nn.ModuleList(
-            nn.Conv2d(c, a * 4, kernel_size=3, padding=1)
-            for c, a in zip(channels, anchors, strict=True)
-        )
+        self.scale_channels = channels
+        self.anchors_per_pixel = [
+            len(s) + len(r) - 1 for s, r in zip(self.sizes, self.ratios, strict=True)
+        ]
+        self.cls_predictors = self._predictors(num_classes + 1)
+        self.bbox_predictors = self._predictors(4)
         self._anchor_cache: dict[tuple, Tensor] = {}
+
+    def _predictors(self, outputs_per_anchor: int) -> nn.ModuleList:
+        """One 3x3 convolution per scale, ``outputs_per_anchor`` channels for each anchor."""
+        pairs = zip(self.scale_channels, self.anchors_per_pixel, strict=True)
+        return nn.ModuleList(
+            nn.Conv2d(c, a * outputs_per_anchor, kernel_size=3, padding=1) for c, a in pairs
+        )
+
+    def get_classifier(self) -> nn.ModuleList:
+        """The class predictors of every scale: what a new set of classes replaces."""
+        return self.cls_predictors
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Fresh class predictors for ``num_classes`` object classes (fine-tuning on new data,
+        e.g. through :func:`zoo.adapt`); the base network, blocks and box predictors stay."""
+        if num_classes < 1:
+            raise ValueError(f"TinySSD: num_classes={num_classes} must be at least 1")
+        device = self.bbox_predictors[0].weight.device
+        self.num_classes = num_classes
+        self.cls_predictors = self._predictors(num_classes + 1).to(device)
 
     @property
     def min_size(self) -> int:
