@@ -70,6 +70,9 @@ class SplitDataModule(L.LightningDataModule):
     # staticmethod: a plain function stored on the class would be bound to self.
     _collate_fn: ClassVar[Callable[[Any], Any]] = staticmethod(default_collate)
     _worker_init_fn: ClassVar[Callable[[int], None] | None] = None
+    # Without a test split, predict on the validation set instead of raising (datasets whose
+    # official test split has no labels, like COCO's test-dev).
+    _predict_on_val: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -160,34 +163,52 @@ class SplitDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         """Read the splits the stage needs and build the datasets (idempotent)."""
         if stage in (None, "fit", "validate") and self.train_dataset is None:
-            data = self._read_split("train")
-            held_out = self._read_split("val")
-            if held_out is None:
-                train, val = self._split_indices(self._split_labels(data))
-                self.train_indices, self.val_indices = (
-                    torch.from_numpy(train),
-                    torch.from_numpy(val),
-                )
-                self.train_dataset = self._make_dataset(data, train, train=True)
-                self.val_dataset = self._make_dataset(data, val, train=False) if len(val) else None
-            else:
-                if self.num_folds >= 2:
-                    raise ValueError(
-                        f"{type(self).__name__}: num_folds={self.num_folds}, but the data has a "
-                        "validation split of its own; K-fold needs one pool of training "
-                        "samples: merge the validation samples into the training split, or "
-                        "leave num_folds at 0"
-                    )
-                self.train_indices = torch.arange(len(self._split_labels(data)))
-                self.train_dataset = self._make_dataset(data, None, train=True)
-                self.val_dataset = self._make_dataset(held_out, None, train=False)
+            self._setup_train_and_val()
         if stage in (None, "test", "predict") and self.test_dataset is None:
             data = self._read_split("test")
             self._no_test_split = data is None
             if data is not None:
                 self.test_dataset = self._make_dataset(data, None, train=False)
+            elif stage == "predict" and self._predict_on_val:
+                self._setup_validation_only()
             elif stage is not None:
                 self._require(None, stage)  # raises, naming what is missing
+
+    def _setup_train_and_val(self) -> None:
+        """The training and validation sets: the official splits, or a held-out part (or a
+        fold) of the training split."""
+        data = self._read_split("train")
+        held_out = self._read_split("val")
+        if held_out is None:
+            train, val = self._split_indices(self._split_labels(data))
+            self.train_indices, self.val_indices = (
+                torch.from_numpy(train),
+                torch.from_numpy(val),
+            )
+            self.train_dataset = self._make_dataset(data, train, train=True)
+            self.val_dataset = self._make_dataset(data, val, train=False) if len(val) else None
+        else:
+            if self.num_folds >= 2:
+                raise ValueError(
+                    f"{type(self).__name__}: num_folds={self.num_folds}, but the data has a "
+                    "validation split of its own; K-fold needs one pool of training "
+                    "samples: merge the validation samples into the training split, or "
+                    "leave num_folds at 0"
+                )
+            self.train_indices = torch.arange(len(self._split_labels(data)))
+            self.train_dataset = self._make_dataset(data, None, train=True)
+            self.val_dataset = self._make_dataset(held_out, None, train=False)
+
+    def _setup_validation_only(self) -> None:
+        """The validation set for ``predict``: the official validation split alone (the
+        training split is not read), or the held-out part of the training split."""
+        if self.val_dataset is not None:
+            return
+        held_out = self._read_split("val")
+        if held_out is None:
+            self._setup_train_and_val()
+        else:
+            self.val_dataset = self._make_dataset(held_out, None, train=False)
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled batches of the training set."""
@@ -205,7 +226,16 @@ class SplitDataModule(L.LightningDataModule):
         return self._dataloader(self._require(self.test_dataset, "test"), shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        """The test set again, so ``predict`` yields one output per test image."""
+        """The test set again, so ``predict`` yields one output per test image; without a test
+        split, the validation set when the datamodule predicts on it (``_predict_on_val``)."""
+        if self.test_dataset is None and self._no_test_split and self._predict_on_val:
+            if self.val_dataset is None:
+                raise RuntimeError(
+                    f"{type(self).__name__}: no validation images to predict on (no test split, "
+                    "and val_fraction=0 with no validation split); set a test or validation "
+                    "split"
+                )
+            return self._dataloader(self.val_dataset, shuffle=False)
         return self._dataloader(self._require(self.test_dataset, "predict"), shuffle=False)
 
     # -- helpers ----------------------------------------------------------------------

@@ -31,7 +31,6 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
-from torch.utils.data import DataLoader
 
 from . import transforms
 from ._files import FileDataModule, ImageFileDataset
@@ -296,6 +295,7 @@ class DetectionDataModule(FileDataModule):
 
     _dataset_class = DetectionFileDataset
     _collate_fn = staticmethod(collate_detection)
+    _predict_on_val = True  # COCO's test-dev has no annotations; DigitScenes has no test split
     _has_masks: bool = False  # whether the format has instance masks
     _crowd_name = ("crowd region", "crowd regions")
     _unknown_name = ("category", "categories")
@@ -383,35 +383,3 @@ class DetectionDataModule(FileDataModule):
         if self.masks:
             dataset.decode_masks = self._mask_decoder()
         return dataset
-
-    # -- prediction on the validation set when there is no test split -------------------
-
-    def setup(self, stage: str | None = None) -> None:
-        """Read the splits the stage needs; ``predict`` without a test split reads the
-        validation split instead (or the training split it is held out of)."""
-        if stage != "predict" or self.splits["test"] is not None:
-            super().setup(stage)
-        elif self.splits["val"] is None:
-            super().setup("validate")
-        elif self.val_dataset is None:
-            self._skipped = []
-            self.val_dataset = self._make_dataset(self._read_split("val"), None, train=False)
-            if self._skipped:
-                rank_zero_warn(
-                    f"{type(self).__name__}: skipped {len(self._skipped)} unreadable image "
-                    f"file(s) (skip_bad_files=True): "
-                    + ", ".join(f"{path} ({reason})" for path, reason in self._skipped[:3])
-                )
-
-    def predict_dataloader(self) -> DataLoader:
-        """The test set, or the validation set when there is no test split (COCO's
-        test-dev has no annotations), in file order: one output per image."""
-        if self.test_dataset is None and self.splits["test"] is None:
-            if self.val_dataset is None:
-                raise RuntimeError(
-                    f"{type(self).__name__}: no validation images to predict on (no test "
-                    "split, and val_fraction=0 with no validation split); call "
-                    "setup('predict') first, or set a test or validation split"
-                )
-            return self._dataloader(self.val_dataset, shuffle=False)
-        return self._dataloader(self._require(self.test_dataset, "predict"), shuffle=False)
