@@ -117,6 +117,11 @@ class ZooTask(LightningModule):
         """Loss of one batch, with the stage's metrics updated; each task defines it."""
         raise NotImplementedError
 
+    def _is_logging_step(self) -> bool:
+        """Whether this training step logs per-step values (``trainer.log_every_n_steps``)."""
+        every = self.trainer.log_every_n_steps if self._trainer else 1
+        return every > 0 and self.global_step % every == 0
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
 

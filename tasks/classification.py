@@ -147,10 +147,6 @@ class ImageClassifier(ZooTask):
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
-    def _is_logging_step(self) -> bool:
-        every = self.trainer.log_every_n_steps if self._trainer else 1
-        return every > 0 and self.global_step % every == 0
-
     def _log_epoch(self, stage: str) -> None:
         metrics = getattr(self, f"{stage}_metrics")
         for name, metric in metrics.items():

@@ -101,7 +101,6 @@ class ObjectDetector(ZooTask):
         self.log_images = log_images
         self.val_map = self._map_metric()
         self.test_map = self._map_metric()
-        self._drawn_epoch = -1  # the epoch whose validation images were last drawn
 
     def _map_metric(self) -> MeanAveragePrecision:
         return MeanAveragePrecision(
@@ -116,38 +115,30 @@ class ObjectDetector(ZooTask):
     def forward(self, images: Tensor | list[Tensor], targets=None):
         return self.model(images, targets)
 
-    def _shared_step(self, batch, stage: str) -> Tensor | None:
+    def _shared_step(self, batch, stage: str) -> Tensor | list[dict[str, Tensor]]:
+        """Training: the summed loss, every term logged. Evaluation: the detections, scored."""
         images, targets = batch
-        batch_size = len(targets)
         if stage == "train":
             losses = self.model(images, targets)
             loss = torch.stack(list(losses.values())).sum()
             for name, value in {"loss": loss, **losses}.items():
                 self.log(
-                    f"train/{name}", value, on_step=False, on_epoch=True, batch_size=batch_size
+                    f"train/{name}", value, on_step=False, on_epoch=True, batch_size=len(targets)
                 )
-            every = self.trainer.log_every_n_steps if self._trainer else 1
-            if every > 0 and self.global_step % every == 0:
+            if self._is_logging_step():
                 self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
             return loss
         detections = self.model(images)
         getattr(self, f"{stage}_map").update(_detached(detections), _eval_targets(targets))
-        if stage == "val" and self._draws_now():
-            self._log_drawings(images, detections, targets)
-        return None
+        return detections
 
-    def _draws_now(self) -> bool:
-        # Only the first validation batch of an epoch, never in the sanity check.
-        trainer = self.trainer if self._trainer else None
-        return (
-            self.log_images > 0
-            and trainer is not None
-            and not trainer.sanity_checking
-            and self._drawn_epoch != self.current_epoch
-        )
+    def validation_step(self, batch, batch_idx: int) -> None:
+        detections = self._shared_step(batch, "val")
+        # The first batch of each epoch is drawn, never the sanity check's.
+        if batch_idx == 0 and self.log_images > 0 and not self.trainer.sanity_checking:
+            self._log_drawings(*batch, detections)
 
-    def _log_drawings(self, images, detections, targets) -> None:
-        self._drawn_epoch = self.current_epoch
+    def _log_drawings(self, images, targets, detections) -> None:
         count = min(self.log_images, len(targets))
         datamodule = getattr(self.trainer, "datamodule", None)
         figure = detections_figure(
