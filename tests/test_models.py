@@ -33,9 +33,11 @@ def _input_shape(name: str, in_channels: int | None = None, size: int = 96) -> t
     return (in_channels or info.input_size[0], size, size)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=2)
 def _seeded_model(name: str, num_classes: int, in_channels: int | None) -> nn.Module:
-    # Built once per worker: initialising VGG's 130M parameters dominates these tests.
+    # Reused across tests: initialising VGG's 130M parameters dominates these tests. Bounded:
+    # keeping every variant (8 VGGs alone are 4 GB) took a worker past 12 GB, and two such
+    # workers past CI's 24 GB.
     torch.manual_seed(0)
     if zoo.model_info(name).task != "classification":
         return zoo.create_model(name)
