@@ -15,6 +15,15 @@ from zoo.detection import box_iou
 from zoo.detection.tinyssd import TinySSD
 
 DETECTORS = zoo.list_models(task="detection")
+# Builder arguments that keep the generic tests cheap on a CPU (a small backbone, a small internal
+# size); the registered defaults are covered by the families' parity tests against torchvision.
+FAST: dict[str, dict] = {
+    "ssd300_vgg16": {},
+    "ssd300_resnet50": {"backbone": "resnet18", "size": (96, 96)},
+    "fasterrcnn_resnet50_fpn": {"backbone": "resnet18", "min_size": 96, "max_size": 128},
+    "fasterrcnn_resnet50": {"backbone": "resnet18", "min_size": 96, "max_size": 128},
+    "maskrcnn_resnet50_fpn": {"backbone": "resnet18", "min_size": 96, "max_size": 128},
+}
 
 
 def _targets(size: int) -> list[dict[str, torch.Tensor]]:
@@ -40,7 +49,8 @@ def test_registry_lists_the_detectors():
 @pytest.mark.parametrize("in_channels,size", [(3, 64), (1, 96), (3, 77)])
 def test_training_and_eval_step(name, in_channels, size):
     torch.manual_seed(0)
-    model = zoo.create_model(name, num_classes=3, in_channels=in_channels).train()
+    kwargs = FAST.get(name, {})
+    model = zoo.create_model(name, num_classes=3, in_channels=in_channels, **kwargs).train()
     images = torch.randn(2, in_channels, size, size)
     losses = model(images, _targets(size))
     assert losses and all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
@@ -64,7 +74,7 @@ def test_training_and_eval_step(name, in_channels, size):
 
 @pytest.mark.parametrize("name", DETECTORS)
 def test_training_needs_valid_targets(name):
-    model = zoo.create_model(name, num_classes=2).train()
+    model = zoo.create_model(name, num_classes=2, **FAST.get(name, {})).train()
     images = torch.randn(1, 3, 64, 64)
     with pytest.raises(ValueError, match="needs targets"):
         model(images)
@@ -112,7 +122,7 @@ def test_tinyssd_on_a_backbone_taps_its_feature_maps():
     assert [tuple(m.shape[1:]) for m in maps] == [
         (128, 16, 16), (256, 8, 8), (512, 4, 4), (128, 2, 2), (128, 1, 1),
     ]  # fmt: skip
-    assert list(model.base_net.stages.named_children())[-1][0] == "layer4"  # no pool, no fc
+    assert list(model.base_net.named_children())[-1][0] == "layer4"  # no pool, no fc
     with pytest.raises(ValueError, match="feature maps"):
         zoo.create_model("tinyssd", backbone="mlp")
 

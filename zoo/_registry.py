@@ -38,6 +38,9 @@ class ModelInfo:
             (``None`` drops it, e.g. GoogLeNet's auxiliary classifiers).
         torchvision_kwargs: builder arguments those weights were trained with, beside
             ``num_classes`` and ``in_channels`` (GoogLeNet's ``transform_input=True``).
+        torchvision_mean_std: the per-channel ``(mean, std)`` torchvision's detectors normalise
+            with inside the model, which zoo detectors leave to the data: what the weights'
+            ``pretrained_cfg`` records when their preset does not say (detection presets don't).
         num_params: parameter count at default arguments (computed lazily, then cached).
     """
 
@@ -51,6 +54,7 @@ class ModelInfo:
         default=None, repr=False, compare=False
     )
     torchvision_kwargs: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    torchvision_mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None
 
     @functools.cached_property
     def num_params(self) -> int:
@@ -68,6 +72,7 @@ def register_model(
     torchvision_weights: str | None = None,
     torchvision_key_map: Callable[[str], str | None] | None = None,
     torchvision_kwargs: dict[str, Any] | None = None,
+    torchvision_mean_std: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a model builder under its function name.
 
@@ -79,6 +84,8 @@ def register_model(
             ``"ResNet18_Weights.IMAGENET1K_V1"`` (see :class:`ModelInfo`).
         torchvision_key_map: torchvision state-dict key -> zoo key; defaults to the identity.
         torchvision_kwargs: builder arguments the torchvision weights need (see :class:`ModelInfo`).
+        torchvision_mean_std: normalisation of torchvision's detection weights (see
+            :class:`ModelInfo`).
 
     Raises:
         ValueError: if a model of that name is already registered.
@@ -100,6 +107,7 @@ def register_model(
             torchvision_weights=torchvision_weights,
             torchvision_key_map=torchvision_key_map,
             torchvision_kwargs=dict(torchvision_kwargs or {}),
+            torchvision_mean_std=torchvision_mean_std,
         )
         return builder
 

@@ -211,16 +211,26 @@ def _load_torchvision(info: ModelInfo, entry: str | None, kwargs: dict[str, Any]
             f"(weights='torchvision' loads {info.torchvision_weights})"
         )
     state = tv_weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
-    preset = tv_weights.transforms()  # torchvision's ImageClassification evaluation preset
-    categories = tv_weights.meta.get("categories")
+    preset = tv_weights.transforms()
+    categories = list(tv_weights.meta.get("categories") or [])
+    if categories[:1] == ["__background__"]:
+        # Detection weights: class 0 is background, which zoo detectors do not count.
+        categories = categories[1:]
+    if hasattr(preset, "crop_size"):  # ImageClassification: resize, crop, normalise
+        sizes = {"image_size": preset.crop_size[0], "resize_size": preset.resize_size[0]}
+        mean, std = list(preset.mean), list(preset.std)
+    else:
+        # Detection presets only scale to [0, 1]: torchvision's detectors normalise inside
+        # (with the constants the family registers) and resize inside, as zoo's do.
+        sizes = {}
+        mean, std = info.torchvision_mean_std or (None, None)
     cfg = PretrainedConfig(
-        class_names=list(categories) if categories else None,
-        mean=list(preset.mean),
-        std=list(preset.std),
-        image_size=preset.crop_size[0],
+        class_names=categories or None,
+        mean=mean and list(mean),
+        std=std and list(std),
         in_channels=3,
-        resize_size=preset.resize_size[0],
         source=f"torchvision:{entry}",
+        **sizes,
     )
     native = {"num_classes": len(categories), "in_channels": 3} if categories else None
     build_kwargs = {**info.torchvision_kwargs, **kwargs}
@@ -332,6 +342,8 @@ def _native_shape(model: nn.Module, state: dict[str, Tensor]) -> dict[str, int]:
             elif weight is not None:  # flattened pixels: in_features = channels x pixels
                 in_channels = weight.shape[1] * model.in_channels // layer.in_features
             break
+    if hasattr(model, "num_classes_in"):  # detectors read it from their class predictors
+        return {"num_classes": model.num_classes_in(state), "in_channels": in_channels}
     head = [
         value for key, value in state.items() if key.startswith("fc.") and key.endswith("weight")
     ]

@@ -1,7 +1,7 @@
 """Object detection (Chapter 14): boxes and anchors of the course on ``torchvision.ops``, the
 detector contract (:class:`Detector`) and the detector families, one file each."""
 
-from zoo.detection import tinyssd  # noqa: F401  (registers the family)
+from zoo.detection import rcnn, ssd, tinyssd, yolo  # noqa: F401  (register the families)
 from zoo.detection._base import Detector
 from zoo.detection.anchors import (
     assign_anchors,

@@ -15,10 +15,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from zoo.detection.boxes import scale_boxes
 
-__all__ = ["Detector", "Detections", "Targets", "stack_images"]
+__all__ = ["Detector", "Detections", "ResizeTransform", "Targets", "stack_images"]
 
 Targets = Sequence[Mapping[str, Tensor]]
 Detections = list[dict[str, Tensor]]
@@ -38,6 +39,44 @@ def stack_images(images: Tensor | Sequence[Tensor], owner: str) -> Tensor:
             "image_size (--data.init_args.image_size 64) so that every image is resized to it"
         )
     return torch.stack(list(images))
+
+
+class ResizeTransform(GeneralizedRCNNTransform):
+    """torchvision's detection input step (resize, batch with padding, boxes and masks scaled
+    along, detections scaled back) without its normalisation.
+
+    Zoo detectors take images the data module (or ``pretrained_cfg.transforms()``) has already
+    normalised, like every zoo model, so the families composed from torchvision's (SSD, Faster
+    and Mask R-CNN) resize with this and normalise nothing. Its outputs equal torchvision's on
+    the same images normalised outside.
+
+    Args:
+        min_size, max_size: the shorter side is resized to ``min_size`` unless the longer would
+            pass ``max_size`` (the R-CNN family's 800 / 1333); ignored with ``fixed_size``.
+        in_channels: image channels.
+        fixed_size: ``(H, W)`` every image is resized to (SSD's 300 x 300).
+        size_divisible: padded batches are a multiple of this (32 for FPN's strides).
+    """
+
+    def __init__(
+        self,
+        min_size: int,
+        max_size: int,
+        in_channels: int = 3,
+        fixed_size: tuple[int, int] | None = None,
+        size_divisible: int = 32,
+    ) -> None:
+        super().__init__(
+            min_size,
+            max_size,
+            image_mean=[0.0] * in_channels,
+            image_std=[1.0] * in_channels,
+            size_divisible=size_divisible,
+            fixed_size=fixed_size,
+        )
+
+    def normalize(self, image: Tensor) -> Tensor:
+        return image
 
 
 class Detector(nn.Module):
@@ -68,6 +107,15 @@ class Detector(nn.Module):
                 "to the data module's number of classes"
             )
         return targets
+
+    def num_classes_in(self, state: Mapping[str, Tensor]) -> int:
+        """The ``num_classes`` a state dict of this family (zoo keys) was trained with, read from
+        the shape of its class predictor: how a bare weights file is loaded at its own shape
+        before :func:`zoo.adapt` fits it to the classes asked for."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot read its number of classes from a state dict; load "
+            "a checkpoint a zoo task wrote (it records num_classes) instead of a bare state dict"
+        )
 
     @torch.no_grad()
     def predict(self, images: Any | Sequence[Any]) -> Detections:

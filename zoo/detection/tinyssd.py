@@ -21,9 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from zoo._registry import create_model, register_model
+from zoo._registry import register_model
+from zoo.classification._base import FeatureInfo
 from zoo.detection._base import Detections, Detector, Targets, stack_images
 from zoo.detection.anchors import multibox_detection, multibox_prior, multibox_target
+from zoo.detection.backbones import FeatureExtractor, backbone_stages, pick_taps
 from zoo.layers import vgg_block
 
 __all__ = ["COURSE_RATIOS", "COURSE_SIZES", "TinySSD", "down_sample_blk", "tinyssd"]
@@ -42,51 +44,27 @@ def down_sample_blk(in_channels: int, out_channels: int) -> nn.Sequential:
     return vgg_block(2, in_channels, out_channels, batch_norm=True)
 
 
-class _Taps(nn.Module):
-    """Runs named stages in order and returns the outputs of the tapped ones."""
-
-    def __init__(self, stages: nn.Sequential, taps: Sequence[str]) -> None:
-        super().__init__()
-        last = max(i for i, (name, _) in enumerate(stages.named_children()) if name in taps)
-        self.stages = nn.Sequential(OrderedDict(list(stages.named_children())[: last + 1]))
-        self.taps = list(taps)
-
-    def forward(self, x: Tensor) -> list[Tensor]:
-        maps = []
-        for name, stage in self.stages.named_children():
-            x = stage(x)
-            if name in self.taps:
-                maps.append(x)
-        return maps
-
-
-def _course_base_net(in_channels: int) -> tuple[_Taps, list[int], int]:
+def _course_base_net(in_channels: int) -> tuple[FeatureExtractor, list[int], int]:
     channels = [in_channels, 16, 32, 64]
     stages = nn.Sequential(
         OrderedDict(
             (f"block{i + 1}", down_sample_blk(channels[i], channels[i + 1])) for i in range(3)
         )
     )
-    return _Taps(stages, ["block3"]), [64], 8
+    return FeatureExtractor(stages, [FeatureInfo("block3", 64, 8)]), [64], 8
 
 
 def _backbone_taps(
     name: str, in_channels: int, weights: str | None, max_taps: int
-) -> tuple[_Taps, list[int], int]:
+) -> tuple[FeatureExtractor, list[int], int]:
     """A zoo classifier's stages, tapped at the deepest stage of each stride from 8 on; their
     channels; the stride of the deepest tap."""
-    model = create_model(name, weights=weights, in_channels=in_channels)
-    if not getattr(model, "feature_info", None):
-        raise ValueError(
-            f"backbone {name!r} lists no feature maps (feature_info), so it cannot feed a "
-            "detector; choose a convolutional classifier such as resnet18 or vgg11_bn"
-        )
-    by_stride = {info.stride: info for info in model.feature_info if info.stride >= 8}
-    taps = [by_stride[stride] for stride in sorted(by_stride)][-max_taps:]
-    if not taps:
-        raise ValueError(f"backbone {name!r} has no feature map at stride 8 or more")
-    names, channels = [info.name for info in taps], [info.channels for info in taps]
-    return _Taps(model.features, names), channels, taps[-1].stride
+    stages, info = backbone_stages(name, in_channels=in_channels, weights=weights, owner="TinySSD")
+    strides = sorted({item.stride for item in info if item.stride >= 8})[-max_taps:]
+    if not strides:
+        raise ValueError(f"TinySSD: backbone {name!r} has no feature map at stride 8 or more")
+    extractor = FeatureExtractor(stages, pick_taps(info, strides, "TinySSD"))
+    return extractor, list(extractor.out_channels), strides[-1]
 
 
 class TinySSD(Detector):
@@ -185,6 +163,9 @@ class TinySSD(Detector):
         self.num_classes = num_classes
         self.cls_predictors = self._predictors(num_classes + 1).to(device)
 
+    def num_classes_in(self, state) -> int:
+        return state["cls_predictors.0.weight"].shape[0] // self.anchors_per_pixel[0] - 1
+
     @property
     def min_size(self) -> int:
         """The smallest input side: every down-sampling block needs a map of 2 pixels or more."""
@@ -198,7 +179,7 @@ class TinySSD(Detector):
                 f"{self.min_size} x {self.min_size} pixels, got {tuple(x.shape[-2:])}: raise "
                 "the data module's image_size"
             )
-        maps = self.base_net(x)
+        maps = list(self.base_net(x).values())
         for block in self.blocks:
             maps.append(block(maps[-1]))
         return maps
