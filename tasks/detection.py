@@ -4,7 +4,8 @@ for all of them, and COCO results files from ``zoo predict``.
 The detector owns everything family-specific: in training mode it returns its named loss terms,
 in eval mode one ``{"boxes", "scores", "labels"}`` dict per image (see :mod:`zoo.detection._base`).
 The task sums and logs the terms, scores the detections with torchmetrics'
-``MeanAveragePrecision`` (COCO's protocol) and draws a few of them into the logs.
+``MeanAveragePrecision`` (COCO's protocol; mask mAP too for detectors that report instance
+masks) and draws a few of them into the logs.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ class ObjectDetector(ZooTask):
     Logs the sum of the model's loss terms as ``train/loss`` and every term as ``train/<term>``
     (per epoch; ``train/loss_step`` every ``trainer.log_every_n_steps``). Validation and test log
     COCO's ``map`` (mAP over IoU 0.5:0.95), ``map_50``, ``map_75``, ``mar_100`` and, with
-    ``class_metrics``, the AP of every class as ``<stage>/ap/<class name>``. Objects the data marks
+    ``class_metrics``, the AP of every class as ``<stage>/ap/<class name>``; detectors that report
+    instance masks (Mask R-CNN), on data with masks, also log mask mAP as ``<stage>/segm_map``,
+    ``segm_map_50``, ``segm_map_75`` and ``segm_mar_100``. Objects the data marks
     ``iscrowd`` (COCO's crowds, VOC's difficult objects) are ignored, as COCOeval does. The first
     ``log_images`` validation images of each epoch are logged with true and predicted boxes drawn.
 
@@ -99,18 +102,25 @@ class ObjectDetector(ZooTask):
         self.class_names = class_names
         self.class_metrics = class_metrics
         self.log_images = log_images
-        self.val_map = self._map_metric()
-        self.test_map = self._map_metric()
+        self.val_map = self._map_metric("bbox")
+        self.test_map = self._map_metric("bbox")
+        # Mask mAP, for detectors that report instance masks (Mask R-CNN) on data that has them.
+        self.val_segm_map = self._map_metric("segm")
+        self.test_segm_map = self._map_metric("segm")
 
-    def _map_metric(self) -> MeanAveragePrecision:
-        return MeanAveragePrecision(
+    def _map_metric(self, iou_type: str) -> MeanAveragePrecision:
+        metric = MeanAveragePrecision(
             box_format="xyxy",
-            iou_type="bbox",
+            iou_type=iou_type,
             iou_thresholds=COCO_IOU_THRESHOLDS,
             rec_thresholds=COCO_RECALL_THRESHOLDS,
-            class_metrics=self.class_metrics,
+            class_metrics=self.class_metrics and iou_type == "bbox",
             backend=_MAP_BACKEND,
         )
+        # COCO's protocol scores each image's 100 best detections; detectors that keep more
+        # (SSD's 200) are evaluated that way, which needs no warning every epoch.
+        metric.warn_on_many_detections = False
+        return metric
 
     def forward(self, images: Tensor | list[Tensor], targets=None):
         return self.model(images, targets)
@@ -130,6 +140,10 @@ class ObjectDetector(ZooTask):
             return loss
         detections = self.model(images)
         getattr(self, f"{stage}_map").update(_detached(detections), _eval_targets(targets))
+        if all("masks" in d for d in detections) and all("masks" in t for t in targets):
+            getattr(self, f"{stage}_segm_map").update(
+                _detached(detections, masks=True), _eval_targets(targets, masks=True)
+            )
         return detections
 
     def validation_step(self, batch, batch_idx: int) -> None:
@@ -158,6 +172,12 @@ class ObjectDetector(ZooTask):
         self._log_map("test")
 
     def _log_map(self, stage: str) -> None:
+        segm = getattr(self, f"{stage}_segm_map")
+        if segm.update_count:
+            results = segm.compute()
+            for key in ("map", "map_50", "map_75", "mar_100"):
+                self.log(f"{stage}/segm_{key}", results[key])
+            segm.reset()
         metric = getattr(self, f"{stage}_map")
         if not metric.update_count:  # an empty stage (limit_val_batches=0) logs nothing
             return
@@ -191,18 +211,32 @@ class ObjectDetector(ZooTask):
         return super().zoo_record() | {"task": "detection"} | self.data_record(self.class_names)
 
 
-def _detached(detections: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
-    return [
-        {k: detection[k].detach() for k in ("boxes", "scores", "labels")}
-        for detection in detections
-    ]
+def _detached(detections: list[dict[str, Tensor]], masks: bool = False) -> list[dict[str, Tensor]]:
+    """What MeanAveragePrecision reads from a detection: boxes, or binary masks (the model's
+    ``[K, 1, H, W]`` probabilities at 0.5, as torchvision's COCO evaluation does)."""
+    kept = []
+    for detection in detections:
+        entry = {k: detection[k].detach() for k in ("scores", "labels")}
+        if masks:
+            entry["masks"] = detection["masks"].detach().squeeze(1) > 0.5
+        else:
+            entry["boxes"] = detection["boxes"].detach()
+        kept.append(entry)
+    return kept
 
 
-def _eval_targets(targets: Sequence[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
-    """What MeanAveragePrecision reads from a target: boxes, labels, and crowds to ignore."""
+def _eval_targets(
+    targets: Sequence[dict[str, Tensor]], masks: bool = False
+) -> list[dict[str, Tensor]]:
+    """What MeanAveragePrecision reads from a target: boxes (or masks), labels, and crowds to
+    ignore."""
     kept = []
     for target in targets:
-        entry = {"boxes": target["boxes"], "labels": target["labels"]}
+        entry = {"labels": target["labels"]}
+        if masks:
+            entry["masks"] = target["masks"].bool()
+        else:
+            entry["boxes"] = target["boxes"]
         if "iscrowd" in target:
             entry["iscrowd"] = target["iscrowd"]
         kept.append(entry)

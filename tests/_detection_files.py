@@ -26,6 +26,15 @@ EMPTY_IMAGE = 3  # the position of the image without objects
 COCO_CATEGORIES = [{"id": 7, "name": "coffee"}, {"id": 1, "name": "astronaut"}, {"id": 3, "name": "cat"}]  # fmt: skip
 COCO_CLASSES = ["astronaut", "cat", "coffee"]
 VOC_NAMES = ["cat", "dog", "person", "car"]  # all among VOC's 20 classes
+# Builder arguments that keep the generic tests cheap on a CPU (a small backbone, a small internal
+# size); the registered defaults are covered by the families' parity tests against torchvision.
+FAST: dict[str, dict] = {
+    "ssd300_vgg16": {},
+    "ssd300_resnet50": {"backbone": "resnet18", "size": (96, 96)},
+    "fasterrcnn_resnet50_fpn": {"backbone": "resnet18", "min_size": 96, "max_size": 128},
+    "fasterrcnn_resnet50": {"backbone": "resnet18", "min_size": 96, "max_size": 128},
+    "maskrcnn_resnet50_fpn": {"backbone": "resnet18", "min_size": 96, "max_size": 128},
+}
 
 
 def _image(position: int, size: tuple[int, int]) -> Image.Image:

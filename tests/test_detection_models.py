@@ -11,31 +11,27 @@ import torch
 from PIL import Image
 
 import zoo
+from tests._detection_files import FAST
 from zoo.detection import box_iou
 from zoo.detection.tinyssd import TinySSD
 
 DETECTORS = zoo.list_models(task="detection")
-# Builder arguments that keep the generic tests cheap on a CPU (a small backbone, a small internal
-# size); the registered defaults are covered by the families' parity tests against torchvision.
-FAST: dict[str, dict] = {
-    "ssd300_vgg16": {},
-    "ssd300_resnet50": {"backbone": "resnet18", "size": (96, 96)},
-    "fasterrcnn_resnet50_fpn": {"backbone": "resnet18", "min_size": 96, "max_size": 128},
-    "fasterrcnn_resnet50": {"backbone": "resnet18", "min_size": 96, "max_size": 128},
-    "maskrcnn_resnet50_fpn": {"backbone": "resnet18", "min_size": 96, "max_size": 128},
-}
 
 
 def _targets(size: int) -> list[dict[str, torch.Tensor]]:
-    """Two images' targets in pixels: two objects, then none."""
+    """Two images' targets in pixels: two objects, then none; with the boxes' masks, which
+    instance segmenters train on and the others ignore."""
+    boxes = torch.tensor([[4.0, 6.0, 30.0, 40.0], [size * 0.5, size * 0.4, size - 2.0, size - 1.0]])
+    masks = torch.zeros(2, size, size, dtype=torch.uint8)
+    for mask, (x1, y1, x2, y2) in zip(masks, boxes.long().tolist(), strict=True):
+        mask[y1:y2, x1:x2] = 1
     return [
+        {"boxes": boxes, "labels": torch.tensor([1, 2]), "masks": masks},
         {
-            "boxes": torch.tensor(
-                [[4.0, 6.0, 30.0, 40.0], [size * 0.5, size * 0.4, size - 2.0, size - 1.0]]
-            ),
-            "labels": torch.tensor([1, 2]),
+            "boxes": torch.zeros(0, 4),
+            "labels": torch.zeros(0, dtype=torch.int64),
+            "masks": torch.zeros(0, size, size, dtype=torch.uint8),
         },
-        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
     ]
 
 

@@ -23,7 +23,7 @@ import datamodules
 import zoo
 from datamodules.digit_scenes import DIGIT_CLASSES
 from tasks import COCOResultsWriter, ObjectDetector
-from tests._detection_files import write_coco, write_voc
+from tests._detection_files import FAST, write_coco, write_voc
 from tests._trainers import cpu_trainer
 
 pytestmark = [
@@ -53,7 +53,7 @@ def _digit_scenes(root: Path, **kwargs) -> datamodules.DigitScenes:
     )
 
 
-def _data(kind: str, root: Path) -> datamodules.DetectionDataModule:
+def _data(kind: str, root: Path, masks: bool = False) -> datamodules.DetectionDataModule:
     if kind == "coco":
         for split in ("train", "val"):
             write_coco(root / "coco", split, seed=len(split))
@@ -64,6 +64,7 @@ def _data(kind: str, root: Path) -> datamodules.DetectionDataModule:
             image_size=64,
             batch_size=7,
             train_transforms="crop_flip",
+            masks=masks,
         )
     voc = write_voc(root)
     return datamodules.VOCDetection(str(voc), classes="found", image_size=64, batch_size=7)
@@ -89,6 +90,49 @@ def test_trains_and_validates_on_real_format_batches(kind, tmp_path):
     assert changed, "a training step must change the weights"
     drawn = Path(logger.log_dir) / "val_detections.png"
     assert drawn.is_file() and Image.open(drawn).size[0] > 200
+
+
+# One model of each family beside TinySSD (above), at their FAST arguments; Mask R-CNN trains on
+# COCO's instance masks (VOC's detection annotations have none).
+FAMILY_MODELS = [
+    (name, kind)
+    for name in ("ssd300_resnet50", "fasterrcnn_resnet50", "maskrcnn_resnet50_fpn", "yolo_resnet18")
+    for kind in (("coco",) if name.startswith("maskrcnn") else ("coco", "voc"))
+    if name in zoo.list_models(task="detection")
+]
+
+
+@pytest.mark.parametrize("name,kind", FAMILY_MODELS)
+def test_every_family_trains_validates_and_reloads(name, kind, tmp_path):
+    """The same task and data for every family: a training step that changes the weights, COCO
+    mAP (and mask mAP from Mask R-CNN), and a checkpoint that zoo.load rebuilds exactly."""
+    torch.manual_seed(0)
+    masks = name.startswith("maskrcnn")
+    data = _data(kind, tmp_path, masks=masks)
+    task = ObjectDetector(
+        name, data.num_classes, model_kwargs=FAST.get(name), class_names=data.classes, log_images=0
+    )
+    before = {k: v.clone() for k, v in task.model.state_dict().items()}
+    trainer = cpu_trainer(tmp_path, max_epochs=1, num_sanity_val_steps=0, default_root_dir=tmp_path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*(dropped|clamped).*")
+        trainer.fit(task, datamodule=data)
+    metrics = trainer.callback_metrics
+    assert torch.isfinite(metrics["train/loss"]) and "val/map_50" in metrics
+    assert ("val/segm_map" in metrics) == masks
+    changed = [k for k, v in task.model.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed, "a training step must change the weights"
+
+    model = zoo.load(trainer.checkpoint_callback.best_model_path)
+    assert model.pretrained_cfg.class_names == data.classes
+    for key, value in task.model.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value)
+    images, _ = next(iter(data.val_dataloader()))
+    task.model.eval()
+    with torch.no_grad():
+        expected, found = task.model(images), model(images)
+    for mine, theirs in zip(found, expected, strict=True):
+        torch.testing.assert_close(mine["boxes"], theirs["boxes"])
 
 
 class OracleDetector(nn.Module):

@@ -17,7 +17,7 @@ from torchvision.transforms.v2.functional import normalize
 
 import zoo
 
-PRETRAINED = zoo.list_models(pretrained=True)
+PRETRAINED = zoo.list_models(pretrained=True, task="classification")
 # The ImageNet-era families' models shaped as torchvision's (zoo model, torchvision builder).
 TORCHVISION_BUILDER = {name: name.removesuffix("_torchvision") for name in PRETRAINED}
 

@@ -3,9 +3,11 @@
 A detector follows torchvision's convention: ``model(images, targets)`` in training mode returns a
 dict of named loss terms; ``model(images)`` in eval mode returns one dict per image,
 ``{"boxes": [K, 4] xyxy pixels, "scores": [K], "labels": [K]}``, with labels in ``1..num_classes``
-(0 is background). Images are a ``[B, C, H, W]`` tensor or a list of ``[C, H, W]`` tensors, already
-normalised; boxes are in pixels of the images as given. :meth:`Detector.predict` adds the
-preprocessing of ``pretrained_cfg`` and maps boxes back to the caller's pixels.
+(0 is background); instance segmenters (Mask R-CNN) add ``"masks"``, ``[K, 1, H, W]``
+probabilities over the image (torchvision's layout). Images are a ``[B, C, H, W]`` tensor or a
+list of ``[C, H, W]`` tensors, already normalised; boxes are in pixels of the images as given.
+:meth:`Detector.predict` adds the preprocessing of ``pretrained_cfg`` and maps boxes (and masks)
+back to the caller's pixels.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
@@ -143,6 +146,10 @@ class Detector(nn.Module):
         detections = self(inputs)
         for detection, x, size in zip(detections, inputs, sizes, strict=True):
             detection["boxes"] = scale_boxes(detection["boxes"], tuple(x.shape[-2:]), size)
+            if "masks" in detection and tuple(x.shape[-2:]) != size:
+                # Instance masks ([K, 1, H, W] probabilities) follow their boxes to that size.
+                masks = detection["masks"]
+                detection["masks"] = F.interpolate(masks, size=size, mode="bilinear")
         return detections
 
 
