@@ -18,10 +18,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 import warnings
 
-from tasks.cli import ZooCLI
+from tests.benchmarks.detection_digitscenes import fit_and_validate
 
 CONFIG = "configs/detection/tinyssd_digitscenes.yaml"
 RECIPES = {
@@ -38,21 +37,7 @@ RECIPES = {
 
 
 def run(recipe: str, seed: int, root: str, extra: list[str]) -> dict[str, float]:
-    args = [
-        f"--config={CONFIG}",
-        f"--seed_everything={seed}",
-        f"--trainer.default_root_dir={root}/{recipe}_seed{seed}",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.callbacks=[]",
-        *RECIPES[recipe],
-        *extra,
-    ]
-    cli = ZooCLI(args=args, run=False)
-    start = time.perf_counter()
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    seconds = time.perf_counter() - start
-    (scores,) = cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path="best")
-    return {"seconds": seconds, "map_50": scores["val/map_50"], "map": scores["val/map"]}
+    return fit_and_validate(CONFIG, seed, f"{root}/{recipe}_seed{seed}", RECIPES[recipe] + extra)
 
 
 def main() -> None:

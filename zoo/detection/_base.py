@@ -57,7 +57,7 @@ class ResizeTransform(GeneralizedRCNNTransform):
         min_size, max_size: the shorter side is resized to ``min_size`` unless the longer would
             pass ``max_size`` (the R-CNN family's 800 / 1333); ignored with ``fixed_size``.
         in_channels: image channels.
-        fixed_size: ``(H, W)`` every image is resized to (SSD's 300 x 300).
+        fixed_size: ``(W, H)`` every image is resized to (SSD's 300 x 300); torchvision's order.
         size_divisible: padded batches are a multiple of this (32 for FPN's strides).
     """
 

@@ -1,0 +1,73 @@
+"""Every detector family on DigitScenes: each family's CPU recipe, through the ``zoo`` CLI.
+
+Each run is what a user types, in this process: ``zoo fit --config configs/detection/<name>.yaml``
+then ``zoo validate`` on the best checkpoint. Reports held-out ``val/map_50`` and ``val/map`` (and
+``val/segm_map`` for instance segmenters) with the wall time of the fit, per run and as a table
+of means over seeds, for the note of the issue and the README.
+
+    python -m tests.benchmarks.detection_digitscenes [--configs tinyssd fasterrcnn ...] [--seeds 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import warnings
+
+from tasks.cli import ZooCLI
+
+# The families' DigitScenes recipes (configs/detection/<name>_digitscenes.yaml).
+CONFIGS = ["tinyssd", "ssd", "fasterrcnn", "yolo"]
+
+
+def fit_and_validate(config: str, seed: int, root: str, extra: list[str]) -> dict[str, float]:
+    """``zoo fit`` then ``zoo validate`` on the best checkpoint: the validation scores, and the
+    fit's wall seconds."""
+    args = [
+        f"--config={config}",
+        f"--seed_everything={seed}",
+        f"--trainer.default_root_dir={root}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.callbacks=[]",
+        *extra,
+    ]
+    cli = ZooCLI(args=args, run=False)
+    start = time.perf_counter()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    seconds = time.perf_counter() - start
+    (scores,) = cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path="best")
+    result = {"seconds": seconds, "map_50": scores["val/map_50"], "map": scores["val/map"]}
+    if "val/segm_map" in scores:
+        result["segm_map"] = scores["val/segm_map"]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=CONFIGS)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--root", default=None, help="run folders (default: a temporary one)")
+    parser.add_argument(
+        "overrides", nargs="*", help="more zoo fit arguments, e.g. --trainer.max_epochs=5"
+    )
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    root = args.root or tempfile.mkdtemp(prefix="detection_digitscenes_")
+    results: dict[str, list[dict[str, float]]] = {}
+    for name in args.configs:
+        config = f"configs/detection/{name}_digitscenes.yaml"
+        for seed in args.seeds:
+            result = fit_and_validate(config, seed, f"{root}/{name}_seed{seed}", args.overrides)
+            results.setdefault(name, []).append(result)
+            print(f"{name} seed {seed}: " + "  ".join(f"{k} {v:.4f}" for k, v in result.items()),
+                  flush=True)  # fmt: skip
+    print("\n| recipe | val/map_50 | val/map | fit (s) |\n| --- | ---: | ---: | ---: |")
+    for name, runs in results.items():
+        mean = {k: statistics.fmean(r[k] for r in runs) for k in ("map_50", "map", "seconds")}
+        print(f"| {name} | {mean['map_50']:.3f} | {mean['map']:.3f} | {mean['seconds']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
