@@ -34,6 +34,7 @@ FAST: dict[str, dict] = {
     "fasterrcnn_resnet50_fpn": {"backbone": "resnet18", "min_size": 96, "max_size": 128},
     "fasterrcnn_resnet50": {"backbone": "resnet18", "min_size": 96, "max_size": 128},
     "maskrcnn_resnet50_fpn": {"backbone": "resnet18", "min_size": 96, "max_size": 128},
+    "yolo_resnet18": {"neck_channels": 32, "head_depth": 1},
 }
 
 

@@ -409,8 +409,8 @@ def ssd300_resnet50(
     frozen_bn: bool = False,
     **kwargs,
 ) -> SSD:
-    """SSD with a ResNet (or any zoo classifier with stages at strides 8, 16 and 32) tapped at
-    those strides and three extra blocks, SSD300's default boxes, at any input size.
+    """SSD (Section 14.7) with a ResNet, or any zoo classifier with stages at strides 8, 16 and
+    32, tapped at those strides and three extra blocks; SSD300's default boxes, any input size.
 
     Args:
         num_classes: object classes, background excluded.
