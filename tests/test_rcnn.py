@@ -134,3 +134,25 @@ def test_new_classes_and_grey_images_keep_the_rest():
         grey_maps = target.backbone(grey)
     for key in rgb_maps:
         torch.testing.assert_close(grey_maps[key], rgb_maps[key], rtol=1e-4, atol=1e-4)
+
+
+def test_fine_tuning_from_torchvision_weights_keeps_all_but_the_predictor(serve_torchvision):
+    """The course's fine-tuning (Section 14.2) from COCO weights: ObjectDetector(weights=...)
+    with the data's three classes loads every COCO weight, then gives the box predictor three
+    classes; the checkpoint's record rebuilds the same network (frozen BN included)."""
+    from tasks import ObjectDetector
+
+    reference = _torchvision_detector("fasterrcnn_resnet50_fpn")
+    serve_torchvision(reference.state_dict())
+    task = ObjectDetector(
+        "fasterrcnn_resnet50_fpn", 3, weights="torchvision", model_kwargs=SMALL, log_images=0
+    )
+    model = task.model
+    assert model.roi_heads.box_predictor.cls_score.out_features == 4  # 3 classes + background
+    key_map = zoo.model_info("fasterrcnn_resnet50_fpn").torchvision_key_map
+    ours = model.state_dict()
+    for key, value in reference.state_dict().items():
+        if not key.startswith("roi_heads.box_predictor"):
+            assert torch.equal(ours[key_map(key)], value), key
+    rebuilt = zoo.create_model("fasterrcnn_resnet50_fpn", **task.zoo_record()["model_kwargs"])
+    assert rebuilt.state_dict().keys() == ours.keys()
