@@ -89,10 +89,10 @@ def rcnn_backbone(
 
 
 def _rpn_and_pool(
-    fpn: bool, anchor_sizes: Sequence[int], aspect_ratios: Sequence[float], output_size: int
+    fpn: bool, anchor_sizes: Sequence[int], aspect_ratios: Sequence[float]
 ) -> tuple[AnchorGenerator, MultiScaleRoIAlign]:
-    """Anchors (one size per pyramid level, or every size on the single map) and RoI align over
-    the maps the backbone returns."""
+    """Anchors (one size per pyramid level, or every size on the single map) and 7 x 7 RoI align
+    over the maps the backbone returns."""
     ratios = tuple(float(r) for r in aspect_ratios)
     if fpn:
         anchors = AnchorGenerator(
@@ -102,7 +102,7 @@ def _rpn_and_pool(
     else:
         anchors = AnchorGenerator((tuple(int(s) for s in anchor_sizes),), (ratios,))
         names = ["0"]
-    return anchors, MultiScaleRoIAlign(names, output_size=output_size, sampling_ratio=2)
+    return anchors, MultiScaleRoIAlign(names, output_size=7, sampling_ratio=2)
 
 
 class _RCNN(Detector):
@@ -208,21 +208,23 @@ class FasterRCNN(_RCNN, faster_rcnn.FasterRCNN):
             frozen_bn=frozen_bn,
             trainable_stages=trainable_backbone_layers,
         )
-        anchors, pool = _rpn_and_pool(fpn, anchor_sizes, aspect_ratios, output_size=7)
-        box_head = faster_rcnn.TwoMLPHead(body.out_channels * 7**2, representation_size)
-        faster_rcnn.FasterRCNN.__init__(
-            self,
+        anchors, pool = _rpn_and_pool(fpn, anchor_sizes, aspect_ratios)
+        self._init_torchvision(
             body,
             rpn_anchor_generator=anchors,
             box_roi_pool=pool,
-            box_head=box_head,
+            box_head=faster_rcnn.TwoMLPHead(body.out_channels * 7**2, representation_size),
             box_predictor=faster_rcnn.FastRCNNPredictor(representation_size, num_classes + 1),
             **kwargs,
         )
         self._zoo_setup(num_classes, in_channels, min_size, max_size)
 
+    def _init_torchvision(self, backbone: nn.Module, **parts: Any) -> None:
+        """torchvision's constructor, with the zoo's backbone and heads."""
+        faster_rcnn.FasterRCNN.__init__(self, backbone, **parts)
 
-class MaskRCNN(_RCNN, mask_rcnn.MaskRCNN):
+
+class MaskRCNN(FasterRCNN, mask_rcnn.MaskRCNN):
     """Mask R-CNN (He et al., 2017): Faster R-CNN with RoI align and a mask head that predicts a
     28 x 28 mask per class inside each box (Section 14.8.4).
 
@@ -235,47 +237,17 @@ class MaskRCNN(_RCNN, mask_rcnn.MaskRCNN):
 
     trains_on_masks = True
 
-    def __init__(
-        self,
-        num_classes: int,
-        in_channels: int = 3,
-        backbone: str = "resnet50",
-        backbone_weights: str | None = None,
-        fpn: bool = True,
-        fpn_channels: int = 256,
-        frozen_bn: bool = False,
-        trainable_backbone_layers: int | None = None,
-        min_size: int = 800,
-        max_size: int = 1333,
-        anchor_sizes: Sequence[int] = DEFAULT_ANCHOR_SIZES,
-        aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0),
-        representation_size: int = 1024,
-        **kwargs: Any,
-    ) -> None:
-        body = rcnn_backbone(
-            backbone,
-            in_channels=in_channels,
-            weights=backbone_weights,
-            fpn=fpn,
-            fpn_channels=fpn_channels,
-            frozen_bn=frozen_bn,
-            trainable_stages=trainable_backbone_layers,
-        )
-        anchors, pool = _rpn_and_pool(fpn, anchor_sizes, aspect_ratios, output_size=7)
-        _, mask_pool = _rpn_and_pool(fpn, anchor_sizes, aspect_ratios, output_size=14)
-        box_head = faster_rcnn.TwoMLPHead(body.out_channels * 7**2, representation_size)
+    def _init_torchvision(self, backbone: nn.Module, **parts: Any) -> None:
+        # RoI align at 14 x 14 over the maps the box head reads, and a predictor per class.
+        names = parts["box_roi_pool"].featmap_names
+        num_classes = parts["box_predictor"].cls_score.out_features  # background included
         mask_rcnn.MaskRCNN.__init__(
             self,
-            body,
-            rpn_anchor_generator=anchors,
-            box_roi_pool=pool,
-            box_head=box_head,
-            box_predictor=faster_rcnn.FastRCNNPredictor(representation_size, num_classes + 1),
-            mask_roi_pool=mask_pool,
-            mask_predictor=mask_rcnn.MaskRCNNPredictor(256, 256, num_classes + 1),
-            **kwargs,
+            backbone,
+            mask_roi_pool=MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2),
+            mask_predictor=mask_rcnn.MaskRCNNPredictor(256, 256, num_classes),
+            **parts,
         )
-        self._zoo_setup(num_classes, in_channels, min_size, max_size)
 
     def get_classifier(self) -> nn.ModuleDict:
         """The class-specific layers: the box predictor and the mask predictor's last layer."""
