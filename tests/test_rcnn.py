@@ -93,7 +93,10 @@ def test_trainable_layers_and_frozen_bn_follow_torchvision():
 
 def test_mask_rcnn_needs_masks_and_reports_them():
     torch.manual_seed(0)
-    model = zoo.create_model("maskrcnn_resnet50_fpn", num_classes=2, backbone="resnet18", **SMALL)
+    model = zoo.create_model(
+        "maskrcnn_resnet50_fpn", num_classes=2, backbone="resnet18", mask_channels=16, **SMALL
+    )
+    assert model.roi_heads.mask_predictor.mask_fcn_logits.in_channels == 16
     images = torch.randn(2, 3, 64, 80)
     boxes = torch.tensor([[4.0, 6.0, 40.0, 50.0]])
     targets = [

@@ -232,12 +232,17 @@ class MaskRCNN(FasterRCNN, mask_rcnn.MaskRCNN):
     ``masks: true``). In eval mode each detection dict also has ``masks``: ``[K, 1, H, W]``
     probabilities pasted into the input image (threshold at 0.5 for a binary mask).
 
-    Args: as :class:`FasterRCNN`; ``**kwargs`` also takes torchvision's ``mask_*`` options.
+    Args: as :class:`FasterRCNN`, and ``mask_channels``: width of the mask head's four 3x3
+    convolutions and its up-sampling (256 in the paper; the head runs on every positive region,
+    so it dominates the cost of small models). ``**kwargs`` also takes torchvision's ``mask_*``
+    options.
     """
 
     trains_on_masks = True
 
-    def _init_torchvision(self, backbone: nn.Module, **parts: Any) -> None:
+    def _init_torchvision(
+        self, backbone: nn.Module, mask_channels: int = 256, **parts: Any
+    ) -> None:
         # RoI align at 14 x 14 over the maps the box head reads, and a predictor per class.
         names = parts["box_roi_pool"].featmap_names
         num_classes = parts["box_predictor"].cls_score.out_features  # background included
@@ -245,7 +250,8 @@ class MaskRCNN(FasterRCNN, mask_rcnn.MaskRCNN):
             self,
             backbone,
             mask_roi_pool=MultiScaleRoIAlign(names, output_size=14, sampling_ratio=2),
-            mask_predictor=mask_rcnn.MaskRCNNPredictor(256, 256, num_classes),
+            mask_head=mask_rcnn.MaskRCNNHeads(backbone.out_channels, (mask_channels,) * 4, 1),
+            mask_predictor=mask_rcnn.MaskRCNNPredictor(mask_channels, mask_channels, num_classes),
             **parts,
         )
 
