@@ -226,8 +226,8 @@ def _load_torchvision(info: ModelInfo, entry: str | None, kwargs: dict[str, Any]
         mean, std = info.torchvision_mean_std or (None, None)
     cfg = PretrainedConfig(
         class_names=categories or None,
-        mean=mean and list(mean),
-        std=std and list(std),
+        mean=list(mean) if mean is not None else None,
+        std=list(std) if std is not None else None,
         in_channels=3,
         source=f"torchvision:{entry}",
         **sizes,
