@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+import torchvision
 from torchvision.models import WeightsEnum
 
 # Two xdist workers on two cores: more threads per worker would only fight over them.
@@ -25,13 +26,18 @@ def fashion_dir(tmp_path):
 @pytest.fixture
 def serve_torchvision(monkeypatch):
     """torchvision's weights API, returning a given state dict instead of downloading one: the
-    ``weights="torchvision"`` branch runs as it would online. Returns the calls it saw."""
+    ``weights="torchvision"`` branch runs as it would online. Without a state dict it answers
+    with random weights of the architecture asked for (``ResNet50_Weights`` -> ``resnet50``).
+    Returns the calls it saw."""
     calls: list[tuple[WeightsEnum, dict]] = []
 
-    def serve(state: dict[str, torch.Tensor]) -> list[tuple[WeightsEnum, dict]]:
+    def serve(state: dict[str, torch.Tensor] | None = None) -> list[tuple[WeightsEnum, dict]]:
         def get_state_dict(self, *args, **kwargs):
             calls.append((self, kwargs))
-            return state
+            if state is not None:
+                return state
+            architecture = type(self).__name__.removesuffix("_Weights").lower()
+            return torchvision.models.get_model(architecture, weights=None).state_dict()
 
         monkeypatch.setattr(WeightsEnum, "get_state_dict", get_state_dict)
         return calls

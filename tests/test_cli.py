@@ -77,22 +77,11 @@ def _offline(recipe: Path, inputs: Path) -> list[str]:
     return ["--data.root", str(data), "--model.weights", str(inputs / "resnet18.pth")]
 
 
-@pytest.fixture
-def torchvision_offline(monkeypatch):
-    """torchvision's weights API answering with a random state dict of the weights' own
-    architecture (``ResNet50_Weights`` -> ``resnet50``): recipes that start from torchvision's
-    backbones build as they would online."""
-
-    def get_state_dict(self, *args, **kwargs):
-        architecture = type(self).__name__.removesuffix("_Weights").lower()
-        return torchvision.models.get_model(architecture, weights=None).state_dict()
-
-    monkeypatch.setattr(torchvision.models.WeightsEnum, "get_state_dict", get_state_dict)
-
-
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
-def test_recipe_instantiates(recipe, finetune_inputs, torchvision_offline):
-    """Builds the model, data module and trainer (no data is read), links included."""
+def test_recipe_instantiates(recipe, finetune_inputs, serve_torchvision):
+    """Builds the model, data module and trainer (no data is read), links included; recipes
+    that start from torchvision's backbones get random weights of the same architecture."""
+    serve_torchvision()
     args = ["--config", str(recipe), "--trainer.logger=false", *_offline(recipe, finetune_inputs)]
     cli = ZooCLI(args=args, run=False)
     if hasattr(cli.datamodule, "num_classes"):

@@ -98,7 +98,6 @@ FAMILY_MODELS = [
     (name, kind)
     for name in ("ssd300_resnet50", "fasterrcnn_resnet50", "maskrcnn_resnet50_fpn", "yolo_resnet18")
     for kind in (("coco",) if name.startswith("maskrcnn") else ("coco", "voc"))
-    if name in zoo.list_models(task="detection")
 ]
 
 

@@ -22,10 +22,23 @@ from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
 from zoo.detection.boxes import scale_boxes
 
-__all__ = ["Detector", "Detections", "ResizeTransform", "Targets", "stack_images"]
+__all__ = ["Detector", "Detections", "ResizeTransform", "Targets", "image_list", "stack_images"]
 
 Targets = Sequence[Mapping[str, Tensor]]
 Detections = list[dict[str, Tensor]]
+
+
+def image_list(images: Tensor | Sequence[Tensor], owner: str) -> list[Tensor]:
+    """``images`` as a list of ``[C, H, W]`` tensors (sizes may differ), for detectors that
+    resize and batch inside, as torchvision's do."""
+    if isinstance(images, Tensor):
+        if images.dim() != 4:
+            raise ValueError(
+                f"{owner}: images must be [B, C, H, W] or a list of [C, H, W], got "
+                f"{tuple(images.shape)}"
+            )
+        return list(images.unbind(0))
+    return list(images)
 
 
 def stack_images(images: Tensor | Sequence[Tensor], owner: str) -> Tensor:

@@ -32,7 +32,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from zoo._registry import register_model
 from zoo.classification.resnet import _torchvision_key as _resnet_key
-from zoo.detection._base import Detections, Detector, ResizeTransform, Targets
+from zoo.detection._base import Detections, Detector, ResizeTransform, Targets, image_list
 from zoo.detection.backbones import FeatureExtractor, backbone_stages, pick_taps
 
 __all__ = ["FasterRCNN", "MaskRCNN", "fasterrcnn_resnet50", "fasterrcnn_resnet50_fpn",
@@ -122,19 +122,15 @@ class _RCNN(Detector):
     def forward(
         self, images: Tensor | Sequence[Tensor], targets: Targets | None = None
     ) -> dict[str, Tensor] | Detections:
-        if isinstance(images, Tensor) and images.dim() != 4:
-            raise ValueError(
-                f"{type(self).__name__}: images must be [B, C, H, W] or a list of [C, H, W], "
-                f"got {tuple(images.shape)}"
-            )
+        images = image_list(images, type(self).__name__)
         if self.training:
-            targets = [dict(target) for target in self.check_targets(targets)]
+            targets = self.check_targets(targets)
             if self.trains_on_masks and any("masks" not in target for target in targets):
                 raise ValueError(
                     f"{type(self).__name__} trains on instance masks, and these targets have "
                     "none: set the data module's masks: true (--data.init_args.masks true)"
                 )
-        return super().forward(list(images), targets)
+        return super().forward(images, targets)
 
     def get_classifier(self) -> nn.Module:
         """The box predictor (class scores and class-specific box offsets)."""

@@ -40,7 +40,7 @@ from torchvision.ops import Conv2dNormActivation
 
 from zoo._registry import register_model
 from zoo.classification.vgg import VGG_ARCHS, _torchvision_key_map
-from zoo.detection._base import Detections, Detector, ResizeTransform, Targets
+from zoo.detection._base import Detections, Detector, ResizeTransform, Targets, image_list
 from zoo.detection.backbones import backbone_stages, feature_extractor
 
 __all__ = [
@@ -289,7 +289,6 @@ class SSD(Detector, tv_ssd.SSD):
         )
         self.num_classes = num_classes
         self.in_channels = in_channels
-        self.size = (height, width)
         # torchvision's fixed_size is (width, height) too.
         self.transform = ResizeTransform(
             min(size), max(size), in_channels, fixed_size=(width, height), size_divisible=1
@@ -320,17 +319,9 @@ class SSD(Detector, tv_ssd.SSD):
     def forward(
         self, images: Tensor | Sequence[Tensor], targets: Targets | None = None
     ) -> dict[str, Tensor] | Detections:
-        if isinstance(images, Tensor):
-            if images.dim() != 4:
-                raise ValueError(
-                    f"SSD: images must be [B, C, H, W] or a list of [C, H, W], got "
-                    f"{tuple(images.shape)}"
-                )
-            images = images.unbind(0)
         if self.training:
             targets = list(self.check_targets(targets))
-            return super().forward(list(images), targets)
-        return super().forward(list(images))
+        return super().forward(image_list(images, "SSD"), targets)
 
 
 # torchvision's SSD300 keys -> the zoo's. Its backbone is one flat VGG ``features`` to conv4_3,
