@@ -95,7 +95,7 @@ def test_new_head_without_names_is_fresh_and_cfg_follows():
 
 def test_nin_head_is_not_linear_so_rows_are_not_copied():
     model = _named("nin", ["a", "b", "c"])
-    with pytest.warns(UserWarning, match="not a linear layer"):
+    with pytest.warns(UserWarning, match="not a linear or convolutional layer"):
         zoo.adapt(model, class_names=["b", "z"])
     assert model(torch.randn(1, 3, 96, 96)).shape == (1, 2)
 

@@ -82,7 +82,7 @@ def test_registry_rejects_duplicates_and_unknown_names():
 def test_model_info(name):
     info = zoo.model_info(name)
     assert info.name == name and info.family
-    assert info.task in {"classification", "regression", "detection"}
+    assert info.task in {"classification", "regression", "detection", "segmentation"}
     assert "Section" in (info.builder.__doc__ or ""), "every builder cites its course section"
 
 

@@ -13,7 +13,7 @@ from torch import nn
 from torchvision.models import get_weight
 
 import zoo
-from zoo.detection.backbones import freeze_batch_norm
+from zoo.backbones import freeze_batch_norm
 from zoo.detection.rcnn import IMAGENET_MEAN_STD, FasterRCNN
 
 SMALL = {"min_size": 160, "max_size": 224}  # torchvision resizes inside; small keeps CPUs quick

@@ -1,10 +1,11 @@
 """lightning-zoo's pure-PyTorch room: architectures, the registry and weights (no Lightning)."""
 
-from zoo import classification, detection  # noqa: F401  (registers the families)
+from zoo import classification, detection, segmentation  # noqa: F401  (registers the families)
 from zoo._adapt import adapt, adapt_input_weight
 from zoo._registry import ModelInfo, create_model, list_models, model_info, register_model
 from zoo.classification import Classifier, FeatureInfo
 from zoo.detection import Detector
+from zoo.segmentation import Segmenter
 from zoo.export import export_checkpoint, export_model
 from zoo.weights import PretrainedConfig, load
 
@@ -14,6 +15,7 @@ __all__ = [
     "FeatureInfo",
     "ModelInfo",
     "PretrainedConfig",
+    "Segmenter",
     "adapt",
     "adapt_input_weight",
     "create_model",

@@ -173,11 +173,14 @@ def _new_head(
     if not shared:
         return
     new_head = _head(model)
-    if not (isinstance(old_head, nn.Linear) and isinstance(new_head, nn.Linear)):
+    # A linear layer, or a convolution scoring each class per pixel (segmenters): one output
+    # row (channel) per class either way.
+    rows_per_class = (nn.Linear, nn.Conv2d)
+    if not (isinstance(old_head, rows_per_class) and type(new_head) is type(old_head)):
         warnings.warn(
             f"adapt: {len(shared)} class names are shared, but the head of "
-            f"{type(model).__name__} is not a linear layer, so its rows cannot be copied; the "
-            "new head starts from a fresh initialisation",
+            f"{type(model).__name__} is not a linear or convolutional layer, so its rows cannot "
+            "be copied; the new head starts from a fresh initialisation",
             stacklevel=3,
         )
         return

@@ -1,7 +1,8 @@
 """Blocks shared by the zoo's families, each defined once (STYLE rule 3).
 
 Conv-BN-activation comes from ``torchvision.ops.Conv2dNormActivation``; what the course derives
-itself (VGG block, NiN block, Inception block, residual blocks) is here.
+itself (VGG block, NiN block, Inception block, residual blocks, the bilinear-initialised
+transposed convolution) is here.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ __all__ = [
     "Conv2dNormActivation",
     "Inception",
     "InitScheme",
+    "bilinear_kernel",
+    "bilinear_upsampling",
+    "conv_output_size",
+    "conv_transpose_output_size",
     "init_weights",
     "make_activation",
-    "conv_output_size",
     "nin_block",
     "vgg_block",
 ]
@@ -160,17 +164,22 @@ class BasicBlock(nn.Module):
 
     Module names follow torchvision's ``BasicBlock`` so its ImageNet state dicts map one to one.
     Unlike the course's ``Residual``, convolutions before BN carry no bias (BN cancels it) and the
-    1x1 projection shortcut is batch-normalised, as in torchvision.
+    1x1 projection shortcut is batch-normalised, as in torchvision. ``dilation`` spaces both 3x3
+    kernels' taps (atrous convolution, for segmentation backbones of a smaller output stride).
     """
 
     expansion = 1
 
-    def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, channels: int, stride: int = 1, dilation: int = 1) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(
+            in_channels, channels, 3, stride, padding=dilation, dilation=dilation, bias=False
+        )
         self.bn1 = nn.BatchNorm2d(channels)
         self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(
+            channels, channels, 3, padding=dilation, dilation=dilation, bias=False
+        )
         self.bn2 = nn.BatchNorm2d(channels)
         self.downsample = _projection(in_channels, channels, stride)
 
@@ -182,16 +191,19 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1x1 reduce, 3x3 (carrying the stride, "ResNet v1.5"), 1x1 expand x4 (Section 8.6.5)."""
+    """1x1 reduce, 3x3 (carrying the stride, "ResNet v1.5", and any ``dilation``), 1x1 expand x4
+    (Section 8.6.5)."""
 
     expansion = 4
 
-    def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, channels: int, stride: int = 1, dilation: int = 1) -> None:
         super().__init__()
         out_channels = channels * self.expansion
         self.conv1 = nn.Conv2d(in_channels, channels, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, stride=stride, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(
+            channels, channels, 3, stride, padding=dilation, dilation=dilation, bias=False
+        )
         self.bn2 = nn.BatchNorm2d(channels)
         self.conv3 = nn.Conv2d(channels, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
@@ -209,3 +221,53 @@ class Bottleneck(nn.Module):
 def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0) -> int:
     """``floor((n + 2p - k) / s) + 1``: the conv/pool output-size formula (Section 7.3)."""
     return math.floor((size + 2 * padding - kernel_size) / stride) + 1
+
+
+def conv_transpose_output_size(
+    size: int, kernel_size: int, stride: int = 1, padding: int = 0
+) -> int:
+    """``s * n + k - 2p - s``: the transposed convolution's output size (Section 14.10.2), the
+    inverse of :func:`conv_output_size` for the same ``k, s, p``. With ``k = 2p + s`` it is
+    ``s * n``: the input upsampled ``s`` times."""
+    return stride * size + kernel_size - 2 * padding - stride
+
+
+def bilinear_kernel(in_channels: int, out_channels: int, kernel_size: int) -> Tensor:
+    """Weights ``[in_channels, out_channels, k, k]`` that make a transposed convolution upsample
+    by bilinear interpolation (Section 14.11.2): channel ``i`` maps to channel ``i`` through the
+    separable tent ``(1 - |x - c| / f)(1 - |y - c| / f)``, with ``f = ceil(k / 2)`` and ``c`` the
+    kernel's centre; pairs of different channels get zeros.
+
+    With stride ``f`` and padding ``(k - f) / 2``, the output equals bilinear interpolation of the
+    input (``align_corners=False``) away from the border, where zero padding darkens it.
+    """
+    if min(in_channels, out_channels, kernel_size) < 1:
+        raise ValueError(
+            f"bilinear_kernel: in_channels={in_channels}, out_channels={out_channels} and "
+            f"kernel_size={kernel_size} must all be positive"
+        )
+    factor = (kernel_size + 1) // 2
+    centre = factor - 1 if kernel_size % 2 == 1 else factor - 0.5
+    taps = torch.arange(kernel_size, dtype=torch.float32)
+    tent = 1 - (taps - centre).abs() / factor
+    weight = torch.zeros(in_channels, out_channels, kernel_size, kernel_size)
+    diagonal = torch.arange(min(in_channels, out_channels))
+    weight[diagonal, diagonal] = tent[:, None] * tent[None, :]
+    return weight
+
+
+def bilinear_upsampling(channels: int, factor: int) -> nn.ConvTranspose2d:
+    """A learnable transposed convolution that upsamples ``channels`` maps ``factor`` times, its
+    weights initialised by :func:`bilinear_kernel` (the course's FCN: kernel 64, stride 32, padding
+    16 for ``factor=32``). The kernel is ``2 * factor`` (``2 * factor - 1`` for odd factors), so
+    ``k = 2p + s`` and the output is exactly ``factor`` times the input."""
+    if factor < 1:
+        raise ValueError(f"bilinear_upsampling: factor={factor} must be at least 1")
+    kernel_size = 2 * factor - factor % 2
+    padding = (kernel_size - factor) // 2
+    layer = nn.ConvTranspose2d(
+        channels, channels, kernel_size, stride=factor, padding=padding, bias=False
+    )
+    with torch.no_grad():
+        layer.weight.copy_(bilinear_kernel(channels, channels, kernel_size))
+    return layer

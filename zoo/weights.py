@@ -213,11 +213,15 @@ def _load_torchvision(info: ModelInfo, entry: str | None, kwargs: dict[str, Any]
     state = tv_weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
     preset = tv_weights.transforms()
     categories = list(tv_weights.meta.get("categories") or [])
-    if categories[:1] == ["__background__"]:
-        # Detection weights: class 0 is background, which zoo detectors do not count.
+    if categories[:1] == ["__background__"] and info.task == "detection":
+        # Detection weights: class 0 is background, which zoo detectors do not count (zoo
+        # segmenters do: it is a class of every pixel).
         categories = categories[1:]
     if hasattr(preset, "crop_size"):  # ImageClassification: resize, crop, normalise
         sizes = {"image_size": preset.crop_size[0], "resize_size": preset.resize_size[0]}
+        mean, std = list(preset.mean), list(preset.std)
+    elif hasattr(preset, "mean"):  # SemanticSegmentation: shorter side resized, normalise
+        sizes = {"resize_size": preset.resize_size[0]} if preset.resize_size else {}
         mean, std = list(preset.mean), list(preset.std)
     else:
         # Detection presets only scale to [0, 1]: torchvision's detectors normalise inside
@@ -342,7 +346,7 @@ def _native_shape(model: nn.Module, state: dict[str, Tensor]) -> dict[str, int]:
             elif weight is not None:  # flattened pixels: in_features = channels x pixels
                 in_channels = weight.shape[1] * model.in_channels // layer.in_features
             break
-    if hasattr(model, "num_classes_in"):  # detectors read it from their class predictors
+    if hasattr(model, "num_classes_in"):  # detectors and segmenters read their class layers
         return {"num_classes": model.num_classes_in(state), "in_channels": in_channels}
     head = [
         value for key, value in state.items() if key.startswith("fc.") and key.endswith("weight")

@@ -19,10 +19,18 @@ __all__ = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 
 
 def _stage(
-    block: type[BasicBlock | Bottleneck], in_channels: int, channels: int, depth: int, stride: int
+    block: type[BasicBlock | Bottleneck],
+    in_channels: int,
+    channels: int,
+    depth: int,
+    stride: int,
+    dilation: tuple[int, int] = (1, 1),
 ):
-    blocks = [block(in_channels, channels, stride)]
-    blocks += [block(channels * block.expansion, channels) for _ in range(depth - 1)]
+    """``depth`` blocks; ``dilation`` is (first block's, the others'), as torchvision dilates: a
+    stage whose stride became a dilation keeps the previous dilation in its first block."""
+    first, rest = dilation
+    blocks = [block(in_channels, channels, stride, first)]
+    blocks += [block(channels * block.expansion, channels, 1, rest) for _ in range(depth - 1)]
     return nn.Sequential(*blocks)
 
 
@@ -33,13 +41,23 @@ def _build_resnet(
     num_classes: int,
     in_channels: int,
     zero_init_residual: bool = False,
+    replace_stride_with_dilation: Sequence[bool] = (False, False, False),
     **kwargs,
 ) -> Classifier:
     """Stem (7x7/2 conv-BN-ReLU, 3x3/2 max-pool), four stages of residual blocks, global pool.
 
     ``zero_init_residual`` starts every block's last BN at zero so each block begins as the
     identity (Goyal et al., 2017), which helps large-batch training.
+    ``replace_stride_with_dilation`` (torchvision's argument) turns the stride 2 of layer2,
+    layer3, layer4 into a dilation of the following 3x3 convolutions: the maps stay larger, the
+    receptive fields grow as before, and the weights are unchanged (DeepLab's atrous
+    convolution; ``(False, True, True)`` gives output stride 8, what FCN and DeepLabV3 use).
     """
+    if len(replace_stride_with_dilation) != 3:
+        raise ValueError(
+            f"replace_stride_with_dilation={list(replace_stride_with_dilation)} needs 3 "
+            "booleans, one each for layer2, layer3 and layer4"
+        )
     stem = nn.Sequential(
         Conv2dNormActivation(in_channels, 64, kernel_size=7, stride=2, padding=3),
         nn.MaxPool2d(3, stride=2, padding=1),
@@ -47,11 +65,17 @@ def _build_resnet(
     stages: dict[str, nn.Module] = {"stem": stem}
     info = []
     channels_in = 64
+    total_stride, dilation = 4, 1
+    dilate = (False, *replace_stride_with_dilation)
     for i, (depth, width) in enumerate(zip(layers, (64, 128, 256, 512), strict=True), start=1):
         stride = 1 if i == 1 else 2
-        stages[f"layer{i}"] = _stage(block, channels_in, width, depth, stride)
+        previous = dilation
+        if dilate[i - 1]:
+            dilation, stride = dilation * stride, 1
+        total_stride *= stride
+        stages[f"layer{i}"] = _stage(block, channels_in, width, depth, stride, (previous, dilation))
         channels_in = width * block.expansion
-        info.append(FeatureInfo(f"layer{i}", channels_in, 2 ** (i + 1)))
+        info.append(FeatureInfo(f"layer{i}", channels_in, total_stride))
     pre_logits = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
     model = Classifier(
         nn.Sequential(OrderedDict(stages)),
@@ -105,7 +129,7 @@ def _variant(name: str):
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = (
         f"ResNet-{name[6:]}: {block.__name__} stages of depth {layers} (Section 8.6). "
-        "Keyword arguments: ``zero_init_residual``, ``init``. "
+        "Keyword arguments: ``zero_init_residual``, ``replace_stride_with_dilation``, ``init``. "
         f"``weights='torchvision'`` loads {torchvision_weights}."
     )
     return register_model(

@@ -33,7 +33,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from zoo._registry import register_model
 from zoo.classification.resnet import _torchvision_key as _resnet_key
 from zoo.detection._base import Detections, Detector, ResizeTransform, Targets, image_list
-from zoo.detection.backbones import FeatureExtractor, backbone_stages, pick_taps
+from zoo.backbones import FeatureExtractor, backbone_stages, pick_taps
 
 __all__ = ["FasterRCNN", "MaskRCNN", "fasterrcnn_resnet50", "fasterrcnn_resnet50_fpn",
            "maskrcnn_resnet50_fpn", "rcnn_backbone"]  # fmt: skip
@@ -67,7 +67,7 @@ def rcnn_backbone(
     strides 4, 8, 16, 32 (plus a max-pooled level, maps ``"0"``-``"3"`` and ``"pool"``, as
     torchvision's ``resnet_fpn_backbone``); without, its deepest stage at stride 16 (map ``"0"``,
     the "C4" layout of the original Faster R-CNN on ResNet). See
-    :func:`zoo.detection.backbones.backbone_stages` for the other arguments."""
+    :func:`zoo.backbones.backbone_stages` for the other arguments."""
     stages, info = backbone_stages(
         name,
         in_channels=in_channels,

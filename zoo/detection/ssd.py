@@ -41,7 +41,7 @@ from torchvision.ops import Conv2dNormActivation
 from zoo._registry import register_model
 from zoo.classification.vgg import VGG_ARCHS, _torchvision_key_map
 from zoo.detection._base import Detections, Detector, ResizeTransform, Targets, image_list
-from zoo.detection.backbones import backbone_stages, feature_extractor
+from zoo.backbones import backbone_stages, feature_extractor
 
 __all__ = [
     "SSD",
@@ -182,12 +182,12 @@ class SSDBackbone(nn.Module):
         in_channels: image channels.
         weights: its pretrained weights (``"torchvision"``, a file, a URL).
         frozen_bn: freeze the backbone's batch norm (see
-            :func:`~zoo.detection.backbones.freeze_batch_norm`); the extra blocks' stays live.
+            :func:`~zoo.backbones.freeze_batch_norm`); the extra blocks' stays live.
         trainable_stages: backbone stages, counted from the deepest, that train; ``None``: all.
         extra_channels: ``(reduced, output)`` channels of each extra block.
 
     Attributes:
-        body: the tapped stages (a :class:`~zoo.detection.backbones.FeatureExtractor`).
+        body: the tapped stages (a :class:`~zoo.backbones.FeatureExtractor`).
         extra: the extra blocks.
         out_channels: channels of the six maps.
     """

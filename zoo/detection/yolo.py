@@ -37,7 +37,7 @@ from torchvision.ops import (
 
 from zoo._registry import register_model
 from zoo.detection._base import Detections, Detector, Targets
-from zoo.detection.backbones import feature_extractor
+from zoo.backbones import feature_extractor
 
 __all__ = [
     "STRIDES",

@@ -1,17 +1,20 @@
-"""Zoo classifiers as detection backbones: their named stages, tapped through ``feature_info``.
+"""Zoo classifiers as detection and segmentation backbones: their named stages, tapped through
+``feature_info``.
 
-Every detector family takes its backbone by registry name (``backbone="resnet50"``) and gets the
-classifier's ``features`` back as a torchvision ``IntermediateLayerGetter``: the stages up to the
-deepest one tapped, returning an ``OrderedDict`` of the tapped maps keyed ``"0"``, ``"1"``, ...
-(torchvision's convention, which its FPN, RoI pooling and SSD heads read). The options are
-torchvision's for its detection backbones: batch norm frozen into a fixed affine map (what small
-detection batches need, and what torchvision's detection weights were trained with), and the
-number of trainable stages counted from the deepest (``trainable_backbone_layers``).
+Every detector and segmenter family takes its backbone by registry name (``backbone="resnet50"``)
+and gets the classifier's ``features`` back as a torchvision ``IntermediateLayerGetter``: the stages
+up to the deepest one tapped, returning an ``OrderedDict`` of the tapped maps keyed ``"0"``, ``"1"``,
+... (torchvision's convention, which its FPN, RoI pooling and SSD heads read). The options are
+torchvision's for its detection and segmentation backbones: batch norm frozen into a fixed affine
+map (what small detection batches need, and what torchvision's detection weights were trained
+with), the number of trainable stages counted from the deepest (``trainable_backbone_layers``), and
+builder arguments such as ResNet's ``replace_stride_with_dilation`` (segmentation's output stride).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 from torchvision.models._utils import IntermediateLayerGetter
@@ -69,6 +72,7 @@ def backbone_stages(
     frozen_bn: bool = False,
     trainable_stages: int | None = None,
     owner: str = "detector",
+    **builder_kwargs: Any,
 ) -> tuple[nn.Sequential, list[FeatureInfo]]:
     """A zoo classifier's named stages (``features``) and their ``feature_info``.
 
@@ -80,14 +84,16 @@ def backbone_stages(
         trainable_stages: how many stages, counted from the deepest, keep trainable parameters
             (torchvision's ``trainable_backbone_layers``: 3 trains ResNet's layer2-layer4);
             ``None`` trains all of them.
-        owner: the detector asking, named in errors.
+        owner: the detector or segmenter asking, named in errors.
+        **builder_kwargs: further arguments of the classifier's builder, e.g. ResNet's
+            ``replace_stride_with_dilation``.
     """
-    model = create_model(name, weights=weights, in_channels=in_channels)
+    model = create_model(name, weights=weights, in_channels=in_channels, **builder_kwargs)
     info = list(getattr(model, "feature_info", None) or [])
     if not info or not isinstance(getattr(model, "features", None), nn.Sequential):
         raise ValueError(
             f"{owner}: backbone {name!r} lists no feature maps (feature_info), so it cannot feed "
-            "a detector; choose a convolutional classifier such as resnet18 or vgg16"
+            f"{owner}; choose a convolutional classifier such as resnet18 or vgg16"
         )
     stages = model.features
     if frozen_bn:
@@ -125,6 +131,7 @@ def feature_extractor(
     frozen_bn: bool = False,
     trainable_stages: int | None = None,
     owner: str = "detector",
+    **builder_kwargs: Any,
 ) -> FeatureExtractor:
     """A zoo classifier tapped at ``strides`` (e.g. ``(8, 16, 32)``): see :func:`backbone_stages`
     for the other arguments and :class:`FeatureExtractor` for the output."""
@@ -135,5 +142,6 @@ def feature_extractor(
         frozen_bn=frozen_bn,
         trainable_stages=trainable_stages,
         owner=owner,
+        **builder_kwargs,
     )
     return FeatureExtractor(stages, pick_taps(info, strides, owner))
