@@ -1,10 +1,13 @@
-"""DigitScenes as a datamodule: the embedded default for detection, read by the real COCO loader.
+"""DigitScenes as datamodules: the embedded default for detection and segmentation, read by the
+real COCO and VOC loaders.
 
 The scenes (scikit-learn's handwritten digits composed onto 64 x 64 canvases; see
 :func:`datamodules.scenes.write_digit_scenes`) are written on first use under ``root`` as a COCO
 tree and a VOCdevkit tree. :class:`DigitScenes` reads the COCO tree with
-:class:`~datamodules.COCO`, so the embedded default runs the same code as real COCO data;
-``VOCDetection(root + "/VOCdevkit/VOC2012", classes="found")`` reads the other tree.
+:class:`~datamodules.COCO`, and :class:`DigitScenesSegmentation` the VOC tree's class masks
+with :class:`~datamodules.VOCSegmentation`, so the embedded defaults run the same code as real
+data; ``VOCDetection(root + "/VOCdevkit/VOC2012", classes="found")`` reads the VOC boxes. With
+the same scene arguments the two datamodules share one tree.
 """
 
 from __future__ import annotations
@@ -14,14 +17,51 @@ from typing import Any
 
 from .coco import COCO
 from .scenes import write_digit_scenes
+from .voc import VOCSegmentation
 
-__all__ = ["DIGIT_CLASSES", "DigitScenes"]
+__all__ = ["DIGIT_CLASSES", "DigitScenes", "DigitScenesSegmentation"]
 
-# COCO category id d + 1 names the digit d (write_digit_scenes' categories).
+# COCO category id d + 1 names the digit d (write_digit_scenes' categories); in the class
+# masks, value d + 1 is the digit d and 0 the background.
 DIGIT_CLASSES = [str(digit) for digit in range(10)]
 
 
-class DigitScenes(COCO):
+def _scene_arguments(
+    num_train: int,
+    num_val: int,
+    scene_size: int,
+    digits_per_image: tuple[int, int],
+    digit_scale: tuple[float, float],
+    scene_seed: int,
+) -> dict[str, Any]:
+    """The datamodules' scene arguments in :func:`write_digit_scenes`' names."""
+    return {
+        "num_train": num_train,
+        "num_val": num_val,
+        "image_size": scene_size,
+        "digits_per_image": tuple(digits_per_image),
+        "digit_scale": tuple(digit_scale),
+        "seed": scene_seed,
+    }
+
+
+class _WritesScenes:
+    """``prepare_data`` writes the scenes (once); ``setup`` makes sure it ran, so that
+    ``setup()`` alone works outside a Trainer."""
+
+    scenes_root: Path
+    scene_arguments: dict[str, Any]
+
+    def prepare_data(self) -> None:
+        """Write the scenes, or check that the tree there has the same arguments."""
+        write_digit_scenes(self.scenes_root, **self.scene_arguments)
+
+    def setup(self, stage: str | None = None) -> None:
+        self.prepare_data()  # a no-op once written
+        super().setup(stage)  # type: ignore[misc]  # the datamodule's, next in the MRO
+
+
+class DigitScenes(_WritesScenes, COCO):
     """Handwritten digits in scenes, 2-6 per image, as a COCO detection dataset (no download).
 
     ``prepare_data`` writes the scenes under ``root`` unless a tree of the same arguments is
@@ -57,14 +97,9 @@ class DigitScenes(COCO):
         **kwargs: Any,
     ) -> None:
         self.scenes_root = Path(root)
-        self.scene_arguments = {
-            "num_train": num_train,
-            "num_val": num_val,
-            "image_size": scene_size,
-            "digits_per_image": tuple(digits_per_image),
-            "digit_scale": tuple(digit_scale),
-            "seed": scene_seed,
-        }
+        self.scene_arguments = _scene_arguments(
+            num_train, num_val, scene_size, digits_per_image, digit_scale, scene_seed
+        )
         super().__init__(
             root=str(self.scenes_root / "coco"),
             train_split="train",
@@ -78,10 +113,59 @@ class DigitScenes(COCO):
         # Known without the files, which prepare_data writes later.
         return {digit + 1: name for digit, name in enumerate(DIGIT_CLASSES)}
 
-    def prepare_data(self) -> None:
-        """Write the scenes, or check that the tree there has the same arguments."""
-        write_digit_scenes(self.scenes_root, **self.scene_arguments)
 
-    def setup(self, stage: str | None = None) -> None:
-        self.prepare_data()  # a no-op once written; lets setup() alone work outside a Trainer
-        super().setup(stage)
+class DigitScenesSegmentation(_WritesScenes, VOCSegmentation):
+    """Handwritten digits in scenes as a semantic-segmentation dataset (no download).
+
+    The scenes of :class:`DigitScenes` (same arguments, same defaults, so both read one tree
+    under ``root``), read from the VOC tree's ``SegmentationClass`` masks by
+    :class:`~datamodules.VOCSegmentation`: 11 classes, ``"background"`` then the digits
+    ``"0"`` to ``"9"`` (mask value ``d + 1`` is the digit ``d``), and 255 on a one-pixel
+    ring around each digit, as VOC marks its object borders. ``prepare_data`` writes the
+    scenes on first use; the classes are known before.
+
+    Args:
+        root: where the scenes live (``root/coco``, ``root/VOCdevkit``, ``root/scenes.json``).
+        num_train, num_val: scenes per split.
+        scene_size: side of the written images, in pixels.
+        digits_per_image: (min, max) digits per scene.
+        digit_scale: (min, max) side of a digit as a share of ``scene_size``.
+        scene_seed: seed of the scenes (the data); ``seed`` seeds the training run's split.
+        crop_size: ``(height, width)`` of the training crops, for the presets that crop
+            (e.g. 64 with ``"scale_crop"``); None trains on the whole scenes.
+        train_transforms: segmentation augmentation preset; the default trains on the scenes
+            as written. Presets with a flip mirror the digits, which are then no digits.
+        **kwargs: small images, normalisation, channels, batch size, workers; see
+            :class:`~datamodules.SegmentationDataModule`.
+    """
+
+    def __init__(
+        self,
+        root: str = "data/digit_scenes",
+        num_train: int = 4000,
+        num_val: int = 500,
+        scene_size: int = 64,
+        digits_per_image: tuple[int, int] = (2, 6),
+        digit_scale: tuple[float, float] = (0.2, 0.5),
+        scene_seed: int = 0,
+        crop_size: int | tuple[int, int] | None = None,
+        train_transforms: str = "none",
+        **kwargs: Any,
+    ) -> None:
+        self.scenes_root = Path(root)
+        self.scene_arguments = _scene_arguments(
+            num_train, num_val, scene_size, digits_per_image, digit_scale, scene_seed
+        )
+        super().__init__(
+            root=str(self.scenes_root / "VOCdevkit" / "VOC2012"),
+            train_split="train",
+            val_split="val",
+            classes=["background", *DIGIT_CLASSES],
+            crop_size=crop_size,
+            train_transforms=train_transforms,
+            **kwargs,
+        )
+
+    def _check_layout(self) -> None:
+        # prepare_data writes the files later, before setup lists them.
+        pass

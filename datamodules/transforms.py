@@ -50,6 +50,27 @@ detection preset      training pipeline
 In training, a box less than 30% of which is still in view after a crop is dropped with
 its label and mask, since the object it names is mostly gone; so is any box thinner than a
 pixel of the output. Evaluation drops none.
+
+Segmentation pipelines (:func:`segmentation_train_transform`,
+:func:`segmentation_eval_transform`) move a class-index mask with the image, resampled
+nearest-neighbour so it keeps its values. Evaluation keeps each image whole, at its own size,
+so that the metrics cover every labelled pixel. The presets that crop need ``crop_size``
+(height, width); where an image is smaller than the crop it is padded at the bottom and right
+first, the image with the mean colour (0 after standardisation) and the mask with 255, which
+the loss and the metrics ignore:
+
+=====================  ========================================================================
+segmentation preset    training pipeline
+=====================  ========================================================================
+``"none"``             the evaluation pipeline: no augmentation
+``"flip"``             a left-right flip with probability 1/2
+``"crop"``             a random ``crop_size`` crop, the same window of image and mask: the
+                       course's ``voc_rand_crop`` (Section 14.9.2)
+``"crop_flip"``        ``"crop"``, then a flip
+``"scale_crop"``       a random rescale by 0.5-2.0 (both sides by one factor), then ``"crop"``;
+                       no flip, for digits and text, whose mirror image is no longer one
+``"scale_crop_flip"``  ``"scale_crop"``, then a flip: torchvision's segmentation reference recipe
+=====================  ========================================================================
 """
 
 from __future__ import annotations
@@ -66,13 +87,20 @@ __all__ = [
     "DETECTION_PRESETS",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "SEGMENTATION_PRESETS",
+    "SMALL_IMAGES",
     "TRAIN_PRESETS",
     "check_detection_preset",
     "check_preset",
+    "check_segmentation_preset",
+    "crop_height_width",
     "standardisation",
     "detection_eval_transform",
     "detection_train_transform",
     "eval_transform",
+    "segmentation_eval_transform",
+    "segmentation_preset_crops",
+    "segmentation_train_transform",
     "train_transform",
 ]
 
@@ -331,6 +359,131 @@ def _detection_compose_kwargs(train: bool, masks: bool) -> dict[str, Any]:
     if masks:
         kwargs["mask_interpolation"] = cv2.INTER_NEAREST
     return kwargs
+
+
+# -- segmentation: mask-aware pipelines ------------------------------------------------------
+
+# name -> its steps, in this order: the rescale before the crop, so the crop takes a window of
+# the rescaled image (torchvision's reference); the flip last, on the smallest image.
+_SEGMENTATION_STEPS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "flip": ("flip",),
+    "crop": ("crop",),
+    "crop_flip": ("crop", "flip"),
+    "scale_crop": ("scale", "crop"),
+    "scale_crop_flip": ("scale", "crop", "flip"),
+}
+SEGMENTATION_PRESETS: tuple[str, ...] = tuple(_SEGMENTATION_STEPS)
+# What training does with an image smaller than the crop: pad it, or leave it out at setup.
+SMALL_IMAGES: tuple[str, ...] = ("pad", "drop")
+_IGNORE = 255  # the mask value of pixels the loss and the metrics skip (VOC's "void")
+
+
+def crop_height_width(crop_size: int | Sequence[int] | None, owner: str) -> tuple[int, int] | None:
+    """``crop_size`` as a checked ``(height, width)``: an int is a square; None stays None."""
+    if crop_size is None:
+        return None
+    sides = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+    if len(sides) != 2 or not all(isinstance(s, int) and s >= 1 for s in sides):
+        raise ValueError(
+            f"{owner}: crop_size={crop_size!r} must be a positive int (a square) or a (height, "
+            "width) pair, e.g. [320, 480] as in the course; or None to keep each image's size"
+        )
+    return int(sides[0]), int(sides[1])
+
+
+def check_segmentation_preset(
+    preset: str,
+    crop_size: int | Sequence[int] | None,
+    owner: str = "segmentation_train_transform",
+) -> None:
+    """Raise a ``ValueError`` naming the fix if ``preset`` is unknown or crops without a size."""
+    if preset not in _SEGMENTATION_STEPS:
+        raise ValueError(
+            f"{owner}: unknown segmentation preset train_transforms={preset!r}; choose one of "
+            f"{', '.join(map(repr, SEGMENTATION_PRESETS))} (see datamodules.transforms)"
+        )
+    if segmentation_preset_crops(preset) and crop_size is None:
+        raise ValueError(
+            f"{owner}: train_transforms={preset!r} crops to crop_size, which is None; set "
+            "crop_size (e.g. --data.crop_size '[320, 480]' as in the course), or use 'none' or "
+            "'flip' to train on whole images"
+        )
+
+
+def segmentation_preset_crops(preset: str) -> bool:
+    """Whether the (checked) segmentation ``preset`` crops to ``crop_size``."""
+    return "crop" in _SEGMENTATION_STEPS[preset]
+
+
+def segmentation_train_transform(
+    preset: str,
+    crop_size: int | Sequence[int] | None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+    small_images: str = "pad",
+) -> A.Compose:
+    """The training pipeline of a segmentation preset (see the module's third table).
+
+    Args:
+        preset: one of :data:`SEGMENTATION_PRESETS`.
+        crop_size: ``(height, width)`` of the crops, an int for a square; the presets
+            without a crop ignore it.
+        mean, std: per-channel standardisation, in [0, 1] units; padding takes the colour
+            ``mean``.
+        small_images: ``"pad"`` pads an image smaller than the crop up to it; ``"drop"``
+            means the caller has left such images out, so there is no padding step, except
+            after a rescale, which can shrink any image below the crop.
+
+    Returns:
+        ``Compose`` called as ``pipeline(image=[H, W, C] uint8, mask=[H, W] uint8)``,
+        returning the image as a ``[C, H', W']`` float32 tensor and the mask as an
+        ``[H', W']`` uint8 tensor, ``(H', W') = crop_size`` for the cropping presets.
+
+    Raises:
+        ValueError: for an unknown preset or ``small_images``, or a crop without a size.
+    """
+    check_segmentation_preset(preset, crop_size)
+    if small_images not in SMALL_IMAGES:
+        raise ValueError(
+            f"segmentation_train_transform: small_images={small_images!r} must be 'pad' or 'drop'"
+        )
+    steps = _SEGMENTATION_STEPS[preset]
+    pipeline: list[A.BasicTransform] = []
+    if "scale" in steps:
+        # One factor for both sides, 1 + U(-0.5, 1.0): torchvision's reference draws the
+        # shorter side between 0.5 and 2 times its base size.
+        pipeline.append(A.RandomScale(scale_limit=(-0.5, 1.0), area_for_downscale=_AREA, p=1.0))
+    if "crop" in steps:
+        height, width = crop_height_width(crop_size, "segmentation_train_transform")
+        if small_images == "pad" or "scale" in steps:
+            # Bottom and right, as torchvision's reference and collate_segmentation pad; the
+            # mean colour rounded to whole pixel values, so it standardises to about 0.
+            fill = tuple(float(round(255 * value)) for value in mean)
+            pipeline.append(
+                A.PadIfNeeded(
+                    min_height=height,
+                    min_width=width,
+                    position="top_left",
+                    border_mode=cv2.BORDER_CONSTANT,
+                    fill=fill,
+                    fill_mask=_IGNORE,
+                )
+            )
+        pipeline.append(A.RandomCrop(height, width))
+    if "flip" in steps:
+        pipeline.append(A.HorizontalFlip(p=0.5))
+    return _finish(pipeline, mean, std, {"mask_interpolation": cv2.INTER_NEAREST})
+
+
+def segmentation_eval_transform(
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> A.Compose:
+    """The segmentation evaluation pipeline: standardisation and a tensor, nothing else, so
+    the model sees the whole image at its own size. Called as in
+    :func:`segmentation_train_transform`."""
+    return _finish([], mean, std, {"mask_interpolation": cv2.INTER_NEAREST})
 
 
 def standardisation(

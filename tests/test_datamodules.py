@@ -448,7 +448,8 @@ def test_public_api() -> None:
         "ClassificationDataModule", "Digits", "MNIST", "FashionMNIST", "read_idx", "write_idx",
         "SyntheticRegression", "SplitDataModule", "FileDataModule", "FileClassificationDataModule",
         "ImageFolder", "ImageNetSubset", "load_image", "COCO", "VOCDetection",
-        "DetectionDataModule", "DigitScenes",
+        "DetectionDataModule", "DigitScenes", "SegmentationDataModule", "VOCSegmentation",
+        "COCOSegmentation", "DigitScenesSegmentation", "collate_segmentation",
     }  # fmt: skip
 
 
