@@ -4,12 +4,19 @@ from tasks._base import ZooTask
 from tasks.classification import ImageClassifier
 from tasks.detection import COCOResultsWriter, ObjectDetector
 from tasks.regression import Regressor, regression_loss
+from tasks.segmentation import SemanticSegmenter, segmentation_loss
+from tasks.style import StyleTransfer, gram_matrix, total_variation
 
 __all__ = [
     "COCOResultsWriter",
     "ImageClassifier",
     "ObjectDetector",
     "Regressor",
+    "SemanticSegmenter",
+    "StyleTransfer",
     "ZooTask",
+    "gram_matrix",
     "regression_loss",
+    "segmentation_loss",
+    "total_variation",
 ]

@@ -1,6 +1,6 @@
 """Pictures for the logs: a figure becomes a PNG file next to the run's logs and an image in the
 logger (TensorBoard, Weights & Biases), whatever logger the run has. Every task draws through here
-(confusion matrices today; boxes and masks for detection and segmentation)."""
+(confusion matrices, detections, segmentation masks)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import torch
 from lightning.pytorch import LightningModule
 from matplotlib.figure import Figure
 from PIL import Image
-from torchvision.utils import draw_bounding_boxes
+from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
-__all__ = ["confusion_matrix_figure", "detections_figure", "log_png"]
+__all__ = ["confusion_matrix_figure", "detections_figure", "log_png", "segmentation_figure"]
 
 
 def confusion_matrix_figure(matrix: torch.Tensor, class_names: Sequence[str] | None) -> Figure:
@@ -98,6 +98,61 @@ def detections_figure(
         ax.imshow(drawn.permute(1, 2, 0).numpy())
         ax.set_axis_off()
         ax.set_title(f"{int(keep.sum())} found, {len(target['boxes'])} true", fontsize=9)
+    return figure
+
+
+def class_colours(num_classes: int) -> list[tuple[int, int, int]]:
+    """PASCAL VOC's colour map: class ``i``'s bits spread over the high bits of R, G and B, so
+    background is black, class 1 dark red, class 15 (person) pinkish, whatever ``num_classes``."""
+    colours = []
+    for label in range(num_classes):
+        rgb = [0, 0, 0]
+        for bit in range(8):
+            for channel in range(3):
+                rgb[channel] |= ((label >> (3 * bit + channel)) & 1) << (7 - bit)
+        colours.append((rgb[0], rgb[1], rgb[2]))
+    return colours
+
+
+def segmentation_figure(
+    images: Sequence[torch.Tensor],
+    predictions: Sequence[torch.Tensor],
+    targets: Sequence[torch.Tensor],
+    class_names: Sequence[str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    ignore_index: int = 255,
+    min_side: int = 256,
+) -> Figure:
+    """One row per image: the image, its true mask and the predicted mask drawn over it in VOC's
+    colours (``torchvision.utils.draw_segmentation_masks``); ignored pixels stay undrawn. The
+    classes present are named in the titles."""
+    count = len(images)
+    colours = class_colours(256)
+    figure = Figure(figsize=(9.6, 3.3 * count), dpi=100, layout="constrained")
+    for row, (image, pred, target) in enumerate(zip(images, predictions, targets, strict=True)):
+        pixels = _to_uint8(image, mean, std)
+        zoom = max(1, -(-min_side // max(pixels.shape[-2:])))
+        pixels = pixels.repeat_interleave(zoom, -2).repeat_interleave(zoom, -1)
+        panels = [("image", pixels)]
+        for title, mask in (("true", target), ("predicted", pred)):
+            mask = mask.detach().cpu().repeat_interleave(zoom, -2).repeat_interleave(zoom, -1)
+            present = [c for c in mask.unique().tolist() if c != ignore_index and c > 0]
+            drawn = pixels
+            if present:
+                layers = torch.stack([mask == c for c in present])
+                drawn = draw_segmentation_masks(
+                    pixels, layers, alpha=0.6, colors=[colours[c % 256] for c in present]
+                )
+            names = [
+                class_names[c] if class_names and c < len(class_names) else str(c) for c in present
+            ]
+            panels.append((f"{title}: {', '.join(names) or 'background'}", drawn))
+        for column, (title, panel) in enumerate(panels):
+            ax = figure.add_subplot(count, 3, 3 * row + column + 1)
+            ax.imshow(panel.permute(1, 2, 0).numpy())
+            ax.set_axis_off()
+            ax.set_title(title[:60], fontsize=9)
     return figure
 
 

@@ -1,7 +1,8 @@
 """The ``zoo`` command: LightningCLI for ``fit | validate | test | predict``, plus the zoo's own
 ``zoo models`` (the registry as a table), ``zoo kfold`` (K-fold cross-validation, Section 3.6),
-``zoo export`` (a checkpoint as safetensors, ONNX or ``torch.export``, metadata included) and
-``zoo scenes`` (the embedded DigitScenes data written as COCO and VOC trees).
+``zoo export`` (a checkpoint as safetensors, ONNX or ``torch.export``, metadata included),
+``zoo scenes`` (the embedded DigitScenes data written as COCO and VOC trees) and ``zoo style``
+(neural style transfer, Section 14.12: :func:`tasks.style.run_style`).
 
 Model and data are chosen in subclass mode (``class_path`` / ``init_args``); the data module's
 ``num_classes``, ``in_channels`` and ``classes`` are linked into the model, so a recipe states
@@ -21,6 +22,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 import zoo
+from tasks.style import run_style
 from zoo.export import FORMATS, MIN_ONNX_OPSET, export_checkpoint
 
 __all__ = ["ZooCLI", "main"]
@@ -242,6 +244,8 @@ def main(argv: list[str] | None = None) -> None:
         run_export(args[1:])
     elif args[:1] == ["scenes"]:
         write_scenes(args[1:])
+    elif args[:1] == ["style"]:
+        run_style(args[1:])
     else:
         ZooCLI(args=argv)  # None: LightningCLI reads sys.argv itself
 

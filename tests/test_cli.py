@@ -16,9 +16,11 @@ import zoo
 from tasks.cli import ZooCLI, main, run_kfold
 from tests._detection_files import write_coco, write_voc
 from tests._image_files import write_ilsvrc, write_photo_classes
+from tests._segmentation_files import write_voc_segmentation
 
 CONFIGS = Path(__file__).parents[1] / "configs"
-RECIPES = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "trainer")
+# zoo fit recipes: not the trainer presets, nor the `zoo style` configs (tests/test_style.py).
+RECIPES = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name not in ("trainer", "style"))
 PRESETS = sorted((CONFIGS / "trainer").glob("*.yaml"))
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
@@ -59,6 +61,7 @@ def finetune_inputs(tmp_path_factory) -> Path:
     for split in ("train2017", "val2017"):
         write_coco(root / "coco", split, bad=False)
     write_voc(root)
+    write_voc_segmentation(root / "segmentation")
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), root / "resnet18.pth")
     return root
@@ -69,6 +72,8 @@ def _offline(recipe: Path, inputs: Path) -> list[str]:
     trees of ``finetune_inputs`` (none for the others)."""
     if recipe.stem.endswith("_coco"):
         return ["--data.root", str(inputs / "coco")]
+    if recipe.stem.endswith("_voc") and recipe.parent.name == "segmentation":
+        return ["--data.root", str(inputs / "segmentation" / "VOCdevkit" / "VOC2012")]
     if recipe.stem.endswith("_voc"):
         return ["--data.root", str(inputs / "VOCdevkit" / "VOC2012"), "--data.classes", "found"]
     if recipe.parent.name != "finetune":
@@ -90,8 +95,11 @@ def test_recipe_instantiates(recipe, finetune_inputs, serve_torchvision):
         assert cli.model.hparams.class_names == list(cli.datamodule.classes)
     checkpoint = cli.trainer.checkpoint_callback
     expected = Path(cli.trainer.default_root_dir, "checkpoints").resolve()
-    # Detectors have no validation loss (torchvision's convention): their recipes keep the best mAP.
-    monitor = ("val/map", "val/map_50") if recipe.parent.name == "detection" else ("val/loss",)
+    # Detectors have no validation loss (torchvision's convention): their recipes keep the best mAP;
+    # segmenters keep the best mIoU.
+    monitor = {"detection": ("val/map", "val/map_50"), "segmentation": ("val/miou",)}.get(
+        recipe.parent.name, ("val/loss",)
+    )
     assert Path(checkpoint.dirpath) == expected and checkpoint.monitor in monitor
 
 

@@ -5,8 +5,8 @@ from zoo._adapt import adapt, adapt_input_weight
 from zoo._registry import ModelInfo, create_model, list_models, model_info, register_model
 from zoo.classification import Classifier, FeatureInfo
 from zoo.detection import Detector
-from zoo.segmentation import Segmenter
 from zoo.export import export_checkpoint, export_model
+from zoo.segmentation import Segmenter
 from zoo.weights import PretrainedConfig, load
 
 __all__ = [

@@ -22,9 +22,15 @@ from tasks.cli import ZooCLI
 CONFIGS = ["tinyssd", "ssd", "fasterrcnn", "yolo"]
 
 
-def fit_and_validate(config: str, seed: int, root: str, extra: list[str]) -> dict[str, float]:
-    """``zoo fit`` then ``zoo validate`` on the best checkpoint: the validation scores, and the
-    fit's wall seconds."""
+def fit_and_validate(
+    config: str,
+    seed: int,
+    root: str,
+    extra: list[str],
+    metrics: tuple[str, ...] = ("map_50", "map", "segm_map"),
+) -> dict[str, float]:
+    """``zoo fit`` then ``zoo validate`` on the best checkpoint: the fit's wall seconds, and the
+    validation scores ``val/<metric>`` of ``metrics`` that the run logs."""
     args = [
         f"--config={config}",
         f"--seed_everything={seed}",
@@ -38,10 +44,7 @@ def fit_and_validate(config: str, seed: int, root: str, extra: list[str]) -> dic
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     seconds = time.perf_counter() - start
     (scores,) = cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path="best")
-    result = {"seconds": seconds, "map_50": scores["val/map_50"], "map": scores["val/map"]}
-    if "val/segm_map" in scores:
-        result["segm_map"] = scores["val/segm_map"]
-    return result
+    return {"seconds": seconds} | {m: scores[f"val/{m}"] for m in metrics if f"val/{m}" in scores}
 
 
 def main() -> None:

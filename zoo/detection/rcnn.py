@@ -31,9 +31,9 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from zoo._registry import register_model
+from zoo.backbones import FeatureExtractor, backbone_stages, pick_taps
 from zoo.classification.resnet import _torchvision_key as _resnet_key
 from zoo.detection._base import Detections, Detector, ResizeTransform, Targets, image_list
-from zoo.backbones import FeatureExtractor, backbone_stages, pick_taps
 
 __all__ = ["FasterRCNN", "MaskRCNN", "fasterrcnn_resnet50", "fasterrcnn_resnet50_fpn",
            "maskrcnn_resnet50_fpn", "rcnn_backbone"]  # fmt: skip

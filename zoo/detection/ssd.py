@@ -39,9 +39,9 @@ from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.ops import Conv2dNormActivation
 
 from zoo._registry import register_model
+from zoo.backbones import backbone_stages, feature_extractor
 from zoo.classification.vgg import VGG_ARCHS, _torchvision_key_map
 from zoo.detection._base import Detections, Detector, ResizeTransform, Targets, image_list
-from zoo.backbones import backbone_stages, feature_extractor
 
 __all__ = [
     "SSD",

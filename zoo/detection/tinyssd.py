@@ -22,10 +22,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from zoo._registry import register_model
+from zoo.backbones import FeatureExtractor, backbone_stages, pick_taps
 from zoo.classification._base import FeatureInfo
 from zoo.detection._base import Detections, Detector, Targets, stack_images
 from zoo.detection.anchors import multibox_detection, multibox_prior, multibox_target
-from zoo.backbones import FeatureExtractor, backbone_stages, pick_taps
 from zoo.layers import vgg_block
 
 __all__ = ["COURSE_RATIOS", "COURSE_SIZES", "TinySSD", "down_sample_blk", "tinyssd"]

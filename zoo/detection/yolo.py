@@ -36,8 +36,8 @@ from torchvision.ops import (
 )
 
 from zoo._registry import register_model
-from zoo.detection._base import Detections, Detector, Targets
 from zoo.backbones import feature_extractor
+from zoo.detection._base import Detections, Detector, Targets
 
 __all__ = [
     "STRIDES",
