@@ -19,7 +19,7 @@ __all__ = ["DeepLabV3", "deeplabv3_resnet50"]
 
 
 class DeepLabV3(Segmenter):
-    """DeepLabV3 on any zoo ResNet: ASPP on the dilated last stage, bilinear upsampling.
+    """DeepLabV3 on any zoo ResNet: ASPP on the dilated last stage, upsampled to the input.
 
     Args:
         num_classes: classes, background included (21 for VOC).
@@ -31,6 +31,8 @@ class DeepLabV3(Segmenter):
             (12, 24, 36) at stride 8 suit 500-pixel images; a rate past the map's side only
             sees padding, so small images need small rates (e.g. (2, 4, 6) for an 8x8 map).
         aux_loss: add torchvision's auxiliary ``FCNHead`` on the second-deepest stage.
+        upsampling: ``"bilinear"`` (the paper's, torchvision's) or ``"transposed"`` (learnt from
+            a bilinear start, as the course's FCN; see :class:`~zoo.segmentation.Segmenter`).
         frozen_bn: freeze the backbone's batch norm (small batches).
         trainable_backbone_layers: backbone stages, from the deepest, that train (None: all).
 
@@ -48,6 +50,7 @@ class DeepLabV3(Segmenter):
         output_stride: int = 8,
         atrous_rates: Sequence[int] = (12, 24, 36),
         aux_loss: bool = False,
+        upsampling: str = "bilinear",
         frozen_bn: bool = False,
         trainable_backbone_layers: int | None = None,
     ) -> None:
@@ -68,7 +71,7 @@ class DeepLabV3(Segmenter):
         )
         classifier = DeepLabHead(body.out_channels[-1], num_classes, tuple(atrous_rates))
         aux = FCNHead(body.out_channels[0], num_classes) if aux_loss else None
-        super().__init__(body, classifier, num_classes, in_channels, aux, "bilinear", output_stride)
+        super().__init__(body, classifier, num_classes, in_channels, aux, upsampling, output_stride)
 
 
 @register_model(
