@@ -15,6 +15,8 @@ from matplotlib.figure import Figure
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
+from datamodules.scenes import voc_palette
+
 __all__ = ["confusion_matrix_figure", "detections_figure", "log_png", "segmentation_figure"]
 
 
@@ -101,19 +103,6 @@ def detections_figure(
     return figure
 
 
-def class_colours(num_classes: int) -> list[tuple[int, int, int]]:
-    """PASCAL VOC's colour map: class ``i``'s bits spread over the high bits of R, G and B, so
-    background is black, class 1 dark red, class 15 (person) pinkish, whatever ``num_classes``."""
-    colours = []
-    for label in range(num_classes):
-        rgb = [0, 0, 0]
-        for bit in range(8):
-            for channel in range(3):
-                rgb[channel] |= ((label >> (3 * bit + channel)) & 1) << (7 - bit)
-        colours.append((rgb[0], rgb[1], rgb[2]))
-    return colours
-
-
 def segmentation_figure(
     images: Sequence[torch.Tensor],
     predictions: Sequence[torch.Tensor],
@@ -128,7 +117,8 @@ def segmentation_figure(
     colours (``torchvision.utils.draw_segmentation_masks``); ignored pixels stay undrawn. The
     classes present are named in the titles."""
     count = len(images)
-    colours = class_colours(256)
+    palette = voc_palette()  # the colours VOC's own mask files use
+    colours = [tuple(palette[3 * c : 3 * c + 3]) for c in range(256)]
     figure = Figure(figsize=(9.6, 3.3 * count), dpi=100, layout="constrained")
     for row, (image, pred, target) in enumerate(zip(images, predictions, targets, strict=True)):
         pixels = _to_uint8(image, mean, std)
