@@ -122,6 +122,16 @@ def test_course_fcn_is_the_course_s():
     assert dilated.upsample.stride == (8, 8)
 
 
+def test_deeplabv3_upsamples_by_interpolation_or_a_learnt_transposed_convolution():
+    small = {"backbone": "resnet18", "atrous_rates": (1, 2, 3), "num_classes": 4}
+    assert zoo.create_model("deeplabv3_resnet50", **small).upsample is None  # the paper's
+    model = zoo.create_model("deeplabv3_resnet50", upsampling="transposed", **small)
+    torch.testing.assert_close(model.upsample.weight.data, bilinear_kernel(4, 4, 16))
+    assert model(torch.randn(2, 3, 61, 70))["out"].shape == (2, 4, 61, 70)
+    model.reset_classifier(6)
+    assert model.upsample.in_channels == 6 and model(torch.randn(2, 3, 40, 40))["out"].shape[1] == 6
+
+
 def test_adapt_copies_the_rows_of_shared_classes():
     model = zoo.create_model("fcn_resnet18", num_classes=3)
     model.pretrained_cfg = zoo.PretrainedConfig(class_names=["background", "cat", "dog"])
