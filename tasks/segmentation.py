@@ -130,6 +130,7 @@ class SemanticSegmenter(ZooTask):
         return losses
 
     def _shared_step(self, batch, stage: str) -> Tensor:
+        """Training: the loss, every term logged. Evaluation: the predicted class maps, scored."""
         images, masks = batch
         if masks.shape[-2:] != images.shape[-2:]:
             raise ValueError(
@@ -153,11 +154,10 @@ class SemanticSegmenter(ZooTask):
         predicted = outputs["out"].argmax(dim=1)
         for metric in self._metrics(stage):
             metric.update(predicted, masks)
-        self._predicted = predicted
-        return losses["loss"]
+        return predicted
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._shared_step(batch, "val")
+        predicted = self._shared_step(batch, "val")
         # The first batch of each epoch is drawn, never the sanity check's.
         if batch_idx == 0 and self.log_images > 0 and not self.trainer.sanity_checking:
             images, masks = batch
@@ -165,7 +165,7 @@ class SemanticSegmenter(ZooTask):
             datamodule = getattr(self.trainer, "datamodule", None)
             figure = segmentation_figure(
                 images[:count],
-                self._predicted[:count],
+                predicted[:count],
                 masks[:count],
                 self.class_names or getattr(datamodule, "classes", None),
                 getattr(datamodule, "mean", None),

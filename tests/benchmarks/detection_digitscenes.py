@@ -47,25 +47,45 @@ def fit_and_validate(
     return {"seconds": seconds} | {m: scores[f"val/{m}"] for m in metrics if f"val/{m}" in scores}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=CONFIGS)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+def run_recipes(
+    description: str,
+    config_path: str,
+    configs: list[str],
+    seeds: list[int],
+    metrics: tuple[str, ...],
+) -> dict[str, list[dict[str, float]]]:
+    """Parse ``--configs``, ``--seeds``, ``--root`` and fit overrides from the command line, run
+    :func:`fit_and_validate` for every recipe (``config_path.format(name)``) and seed, print each
+    run, and return the runs of each recipe."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--configs", nargs="+", default=configs)
+    parser.add_argument("--seeds", type=int, nargs="+", default=seeds)
     parser.add_argument("--root", default=None, help="run folders (default: a temporary one)")
     parser.add_argument(
-        "overrides", nargs="*", help="more zoo fit arguments, e.g. --trainer.max_epochs=5"
+        "overrides", nargs="*", help="more zoo fit arguments, after --, e.g. --trainer.max_epochs=5"
     )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    root = args.root or tempfile.mkdtemp(prefix="detection_digitscenes_")
+    root = args.root or tempfile.mkdtemp(prefix="digitscenes_")
     results: dict[str, list[dict[str, float]]] = {}
     for name in args.configs:
-        config = f"configs/detection/{name}_digitscenes.yaml"
         for seed in args.seeds:
-            result = fit_and_validate(config, seed, f"{root}/{name}_seed{seed}", args.overrides)
+            run = f"{root}/{name}_seed{seed}"
+            result = fit_and_validate(config_path.format(name), seed, run, args.overrides, metrics)
             results.setdefault(name, []).append(result)
             print(f"{name} seed {seed}: " + "  ".join(f"{k} {v:.4f}" for k, v in result.items()),
                   flush=True)  # fmt: skip
+    return results
+
+
+def main() -> None:
+    results = run_recipes(
+        __doc__.splitlines()[0],
+        "configs/detection/{}_digitscenes.yaml",
+        CONFIGS,
+        [0],
+        ("map_50", "map", "segm_map"),
+    )
     print("\n| recipe | val/map_50 | val/map | fit (s) |\n| --- | ---: | ---: | ---: |")
     for name, runs in results.items():
         mean = {k: statistics.fmean(r[k] for r in runs) for k in ("map_50", "map", "seconds")}

@@ -9,34 +9,21 @@ note of the issue and the README.
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import tempfile
-import warnings
 
-from tests.benchmarks.detection_digitscenes import fit_and_validate
+from tests.benchmarks.detection_digitscenes import run_recipes
 
 CONFIGS = ["fcn_digitscenes", "deeplabv3_digitscenes"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=CONFIGS)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--root", default=None, help="run folders (default: a temporary one)")
-    parser.add_argument("overrides", nargs="*", help="more zoo fit arguments, after --")
-    args = parser.parse_args()
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    root = args.root or tempfile.mkdtemp(prefix="segmentation_digitscenes_")
-    results: dict[str, list[dict[str, float]]] = {}
-    for name in args.configs:
-        config = f"configs/segmentation/{name}.yaml"
-        for seed in args.seeds:
-            run = f"{root}/{name}_seed{seed}"
-            result = fit_and_validate(config, seed, run, args.overrides, ("miou", "pixel_acc"))
-            results.setdefault(name, []).append(result)
-            print(f"{name} seed {seed}: " + "  ".join(f"{k} {v:.4f}" for k, v in result.items()),
-                  flush=True)  # fmt: skip
+    results = run_recipes(
+        __doc__.splitlines()[0],
+        "configs/segmentation/{}.yaml",
+        CONFIGS,
+        [0, 1],
+        ("miou", "pixel_acc"),
+    )
     print(
         "\n| recipe | seeds | val/miou | val/pixel_acc | fit (s) |\n| --- | --- | ---: | ---: | ---: |"
     )
