@@ -17,7 +17,7 @@ install: $(STAMP)
 # Re-installs only when pyproject.toml changes (the package itself is installed editable).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev,export]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,export,wandb]'
 	touch $(STAMP)
 
 demo: install

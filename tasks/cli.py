@@ -6,22 +6,31 @@
 
 Model and data are chosen in subclass mode (``class_path`` / ``init_args``); the data module's
 ``num_classes``, ``in_channels`` and ``classes`` are linked into the model, so a recipe states
-them once.
+them once. Every run also gets (see :mod:`tasks.callbacks`): a ``checkpoint`` group
+(``ModelCheckpoint`` keeping ``best.ckpt`` and ``last.ckpt``, written atomically, so that
+``zoo fit ... --ckpt_path last`` resumes), a ``guard`` group (a stop at the first non-finite
+loss), a ``speedup`` group (channels-last, ``torch.compile``) and, with a logger, a
+``LearningRateMonitor``. A logger whose ``save_dir`` is ``"."`` writes under
+``trainer.default_root_dir``, as Lightning's default TensorBoard logger does.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import sys
 from pathlib import Path
 
-from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_warn
 
 import zoo
+from tasks.callbacks import AtomicCheckpointIO, NonFiniteLossGuard, SpeedUp
 from tasks.style import run_style
 from zoo.export import FORMATS, MIN_ONNX_OPSET, export_checkpoint
 
@@ -36,7 +45,7 @@ def _checkpoint_dir(default_root_dir: str | None) -> str | None:
 
 
 class ZooCLI(LightningCLI):
-    """LightningCLI with the data -> model links of :data:`LINKS`."""
+    """LightningCLI with the data -> model links of :data:`LINKS` and the zoo's callbacks."""
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("subclass_mode_model", True)
@@ -48,7 +57,8 @@ class ZooCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         # Every run keeps its best checkpoint at <default_root_dir>/checkpoints/best.ckpt, so
-        # `zoo test --ckpt_path` and `zoo.load` find it without a version number.
+        # `zoo test --ckpt_path` and `zoo.load` find it without a version number, and the
+        # latest one as last.ckpt, which `--ckpt_path last` resumes from.
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -56,8 +66,15 @@ class ZooCLI(LightningCLI):
                 "checkpoint.mode": "min",
                 "checkpoint.filename": "best",
                 "checkpoint.enable_version_counter": False,
+                "checkpoint.save_last": True,
             }
         )
+        # TensorBoard, as Lightning's default, but as a list the logger presets append to
+        # (`logger+:` in configs/trainer/csv.yaml and wandb.yaml).
+        tensorboard = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger"}
+        parser.set_defaults({"trainer.logger": [tensorboard | {"init_args": {"save_dir": "."}}]})
+        parser.add_lightning_class_args(NonFiniteLossGuard, "guard")
+        parser.add_lightning_class_args(SpeedUp, "speedup")
         parser.link_arguments(
             "trainer.default_root_dir", "checkpoint.dirpath", compute_fn=_checkpoint_dir
         )
@@ -65,6 +82,41 @@ class ZooCLI(LightningCLI):
             parser.link_arguments(
                 f"data.{source}", f"model.init_args.{target}", apply_on="instantiate"
             )
+
+    def before_instantiate_classes(self) -> None:
+        # A logger's save_dir "." (WandbLogger's default; the presets' choice) is the run's
+        # folder, trainer.default_root_dir, where Lightning's default TensorBoard logger writes.
+        trainer = self._get(self.config, "trainer")
+        root = trainer.get("default_root_dir") or os.getcwd()
+        loggers = trainer.get("logger")
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            init_args = getattr(logger, "init_args", None)
+            if init_args is not None and init_args.get("save_dir", 0) in (None, "."):
+                init_args.save_dir = root
+
+    def instantiate_trainer(self, **kwargs) -> Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        # Lightning's writer stages checkpoints in the system's temporary folder (see
+        # AtomicCheckpointIO); a CheckpointIO plugin the config chose is kept.
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        if trainer.loggers and not any(
+            isinstance(callback, LearningRateMonitor) for callback in trainer.callbacks
+        ):
+            trainer.callbacks.append(LearningRateMonitor())
+        return trainer
+
+    def before_fit(self) -> None:
+        ckpt_path = self.config.fit.get("ckpt_path")
+        callback = self.trainer.checkpoint_callback
+        if ckpt_path == "last" and isinstance(callback, ModelCheckpoint):
+            if not callback._find_last_checkpoints(self.trainer):
+                rank_zero_warn(
+                    f"--ckpt_path last: no last checkpoint in {callback.dirpath} to resume from, "
+                    "so training starts from the beginning (what the first run of a job that is "
+                    "always started with --ckpt_path last should do). To resume another run, "
+                    "give its --trainer.default_root_dir or the .ckpt file itself"
+                )
 
 
 def models_table(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+import yaml
 
 import zoo
 from tasks.cli import ZooCLI, main, run_kfold
@@ -103,12 +104,63 @@ def test_recipe_instantiates(recipe, finetune_inputs, serve_torchvision):
     assert Path(checkpoint.dirpath) == expected and checkpoint.monitor in monitor
 
 
+def _printed_config(capsys, *configs: Path) -> dict:
+    args = ["fit", *(a for c in configs for a in ("--config", str(c))), "--print_config"]
+    with pytest.raises(SystemExit):
+        main(args)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def _entries(tree: dict, prefix: str = "") -> dict[str, object]:
+    """Flattened ``a.b.c: value`` entries of a config (lists of loggers as they are)."""
+    flat: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and "class_path" not in value:
+            flat |= _entries(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
 def test_trainer_presets_stack_on_a_recipe(preset, capsys):
+    """Every preset parses after a recipe, sets what it says, and leaves the recipe's own
+    settings (model, data, epochs) as they were."""
     recipe = CONFIGS / "classification" / "resnet18_fashion_mnist.yaml"
-    with pytest.raises(SystemExit):
-        main(["fit", "--config", str(recipe), "--config", str(preset), "--print_config"])
-    assert "trainer:" in capsys.readouterr().out
+    alone = _printed_config(capsys, recipe)
+    stacked = _printed_config(capsys, recipe, preset)
+    settings = _entries(yaml.safe_load(preset.read_text()))
+    for key, value in settings.items():
+        section, name = key.split(".", 1)
+        if name.endswith("+"):  # logger+: appended to the default TensorBoard logger
+            loggers = stacked[section][name[:-1]]
+            assert [c["class_path"] for c in loggers] == [
+                "lightning.pytorch.loggers.TensorBoardLogger",
+                *(c["class_path"] for c in value),
+            ]
+        else:
+            assert _entries(stacked)[key] == value, key
+    for key in ("model", "data", "seed_everything"):
+        assert stacked[key] == alone[key]
+    assert stacked["trainer"]["max_epochs"] == alone["trainer"]["max_epochs"]
+
+
+def test_presets_compose_in_order(capsys):
+    """Precision from one preset, devices and strategy from the next, switches from a third;
+    the logger presets append to each other."""
+    trainer = CONFIGS / "trainer"
+    recipe = CONFIGS / "segmentation" / "fcn_digitscenes.yaml"
+    presets = ("gpu_bf16", "ddp", "channels_last", "compile", "csv", "wandb")
+    config = _printed_config(capsys, recipe, *(trainer / f"{p}.yaml" for p in presets))
+    assert config["trainer"]["precision"] == "bf16-mixed"
+    assert (config["trainer"]["devices"], config["trainer"]["strategy"]) == (-1, "ddp")
+    assert config["speedup"]["channels_last"] and config["speedup"]["compile"]
+    assert [c["class_path"].rsplit(".", 1)[1] for c in config["trainer"]["logger"]] == [
+        "TensorBoardLogger",
+        "CSVLogger",
+        "WandbLogger",
+    ]
+    assert config["checkpoint"]["save_last"] and config["guard"]["enabled"]
 
 
 def test_fit_then_test_from_the_checkpoint(fashion_dir, capsys):
