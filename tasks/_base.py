@@ -1,13 +1,17 @@
 """What every zoo task shares: building the network from the registry (with pretrained weights),
 fine-tuning (per-unit learning rates, freezing; see :mod:`tasks.finetune`), optimizer and scheduler
-from LightningCLI callables (with weight decay kept off biases and norm parameters), and the plain
-``checkpoint["zoo"]`` record that lets :func:`zoo.load` rebuild the network without Lightning."""
+from LightningCLI callables (with weight decay kept off biases and norm parameters), the plain
+``checkpoint["zoo"]`` record that lets :func:`zoo.load` rebuild the network without Lightning,
+random-number states in checkpoints (a resumed run draws what the uninterrupted one would), and an
+example input from the data (Lightning's model summary then counts FLOPs)."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
@@ -22,6 +26,31 @@ __all__ = ["ZooTask"]
 
 def _build(name: str, kwargs: dict[str, Any], weights: str | None) -> nn.Module:
     return zoo.create_model(name, weights=weights, **kwargs)
+
+
+def _rng_states() -> dict[str, Any]:
+    """The states of every generator training draws from in this process, as tensors and plain
+    values (checkpoints must load with ``torch.load(weights_only=True)``)."""
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    kind, keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    random.setstate(states["python"])
+    cuda = states.get("cuda")
+    # A run resumed on another number of GPUs draws afresh on them.
+    if cuda is not None and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
 
 
 def _trained(model_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -94,6 +123,7 @@ class ZooTask(LightningModule):
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.decay_norm_and_bias = decay_norm_and_bias
+        self._resumed_rng_states: dict[str, Any] | None = None
 
     @staticmethod
     def labelled_kwargs(
@@ -112,6 +142,22 @@ class ZooTask(LightningModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def setup(self, stage: str) -> None:
+        # One input the data really yields (the first validation sample, else the first
+        # training one): Lightning's ModelSummary runs it through the network and prints its
+        # FLOPs (torch's FlopCounterMode; a multiply-add counts 2).
+        if self.example_input_array is not None or not self._trainer:
+            return
+        datamodule = getattr(self.trainer, "datamodule", None)
+        for name in ("val_dataset", "train_dataset"):
+            dataset = getattr(datamodule, name, None)
+            if dataset is not None and len(dataset) > 0:
+                sample = dataset[0]
+                inputs = sample[0] if isinstance(sample, (tuple, list)) else sample
+                if isinstance(inputs, torch.Tensor):
+                    self.example_input_array = inputs.unsqueeze(0)
+                return
 
     def _shared_step(self, batch: Any, stage: str) -> torch.Tensor:
         """Loss of one batch, with the stage's metrics updated; each task defines it."""
@@ -164,6 +210,11 @@ class ZooTask(LightningModule):
         return self
 
     def on_train_epoch_start(self) -> None:
+        # Resuming (--ckpt_path last): the generators continue from where the interrupted run
+        # stood when it saved, just before this epoch drew its shuffle and dropout masks.
+        if self._resumed_rng_states is not None:
+            _set_rng_states(self._resumed_rng_states)
+            self._resumed_rng_states = None
         thawed = self.finetuning.start_epoch(self.current_epoch)
         if thawed:
             rank_zero_info(f"epoch {self.current_epoch}: unfreezing {', '.join(thawed)}")
@@ -202,3 +253,10 @@ class ZooTask(LightningModule):
             hparams["model_kwargs"] = _trained(hparams["model_kwargs"])
         if self.model_name is not None:
             checkpoint["zoo"] = self.zoo_record()
+        checkpoint["rng_states"] = _rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Only a Trainer resuming restores them, at the next epoch's start (load_from_checkpoint
+        # has no trainer and leaves the generators alone).
+        if self._trainer is not None and "rng_states" in checkpoint:
+            self._resumed_rng_states = checkpoint["rng_states"]
