@@ -1,10 +1,11 @@
 """Pictures for the logs: a figure becomes a PNG file next to the run's logs and an image in the
 logger (TensorBoard, Weights & Biases), whatever logger the run has. Every task draws through here
-(confusion matrices, detections, segmentation masks)."""
+(sample predictions, confusion matrices, detections, segmentation masks)."""
 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,7 +18,13 @@ from torchvision.utils import draw_bounding_boxes, draw_segmentation_masks
 
 from datamodules.scenes import voc_palette
 
-__all__ = ["confusion_matrix_figure", "detections_figure", "log_png", "segmentation_figure"]
+__all__ = [
+    "confusion_matrix_figure",
+    "detections_figure",
+    "log_png",
+    "predictions_figure",
+    "segmentation_figure",
+]
 
 
 def confusion_matrix_figure(matrix: torch.Tensor, class_names: Sequence[str] | None) -> Figure:
@@ -57,6 +64,61 @@ def _to_uint8(image: torch.Tensor, mean: Sequence[float] | None, std: Sequence[f
         image = image * torch.tensor(std)[:, None, None] + torch.tensor(mean)[:, None, None]
     image = (image.clamp(0, 1) * 255).round().to(torch.uint8)
     return image.expand(3, -1, -1) if image.shape[0] == 1 else image
+
+
+def predictions_figure(
+    images: torch.Tensor | Sequence[torch.Tensor],
+    predicted: torch.Tensor | Sequence[int],
+    labels: torch.Tensor | Sequence[int],
+    class_names: Sequence[str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> Figure:
+    """Images in a square-ish grid, each titled "predicted (true)" in green when they agree and
+    red when not, as the course shows Fashion-MNIST predictions (Section 4.4.5). Classes are
+    named ``class_names[i]`` when known, else by their index; images are de-normalised with
+    ``mean`` and ``std`` when given."""
+
+    def name(label: int) -> str:
+        return (
+            class_names[label]
+            if class_names is not None and label < len(class_names)
+            else str(label)
+        )
+
+    predicted, labels = [int(c) for c in predicted], [int(c) for c in labels]
+    count = len(images)
+    columns = max(1, math.ceil(math.sqrt(count)))
+    rows = max(1, math.ceil(count / columns))
+    cell, band, margin = 1.5, 0.25, 0.05  # inches: image, title band above it, gap around
+    width, height = cell * columns, (cell + band) * rows
+    figure = Figure(figsize=(width, height), dpi=100)
+    # Axes placed by hand and titles as figure text: a layout engine and axes titles tripled
+    # the cost of drawing (~0.25 s -> ~0.09 s for 16 images), paid every validation epoch.
+    for i in range(count):
+        row, column = divmod(i, columns)
+        left, top = column * cell / width, 1 - row * (cell + band) / height
+        box = (
+            left + margin / width,
+            top - (band + cell - margin) / height,
+            (cell - 2 * margin) / width,
+            (cell - 2 * margin) / height,
+        )
+        ax = figure.add_axes(box)
+        # Nearest-neighbour: 28x28 digits stay crisp instead of blurring when enlarged.
+        ax.imshow(_to_uint8(images[i], mean, std).permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.set_axis_off()
+        right = predicted[i] == labels[i]
+        figure.text(
+            left + cell / 2 / width,
+            top - 0.04 / height,
+            f"{name(predicted[i])} ({name(labels[i])})"[:26],
+            ha="center",
+            va="top",
+            fontsize=8,
+            color="green" if right else "red",
+        )
+    return figure
 
 
 def detections_figure(

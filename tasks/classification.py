@@ -17,7 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 import zoo
 from tasks._base import ZooTask
-from tasks._figures import confusion_matrix_figure, log_png
+from tasks._figures import confusion_matrix_figure, log_png, predictions_figure
 from tasks.finetune import Freeze
 
 __all__ = ["ImageClassifier"]
@@ -47,7 +47,9 @@ class ImageClassifier(ZooTask):
     ``/acc_top5`` when there are more than five classes, and ``train/loss_step`` every
     ``trainer.log_every_n_steps``. Metrics accumulate over the epoch and sync once at its end.
     At the end of ``test`` the confusion matrix is logged as an image (``test/confusion_matrix``,
-    also written as a PNG next to the logs).
+    also written as a PNG next to the logs). The first ``log_images`` images of each validation
+    epoch's first batch are logged titled "predicted (true)", green when right and red when wrong
+    (``val/predictions``, also ``val_predictions.png``).
 
     Fine-tuning (Section 14.2): ``weights`` loads a pretrained network, which is then adapted to
     ``num_classes``, ``in_channels`` and ``class_names`` (:func:`zoo.adapt`); ``head_lr_mult``,
@@ -71,6 +73,7 @@ class ImageClassifier(ZooTask):
         unfreeze_at_epochs: epochs at which frozen stages thaw, top first; the last thaws all.
         head_lr_mult: learning-rate multiplier of the head (the course: 10).
         layer_lr_decay: learning-rate multiplier per stage below the head (1: none).
+        log_images: validation images drawn into the logs each epoch (0: none).
     """
 
     def __init__(
@@ -89,6 +92,7 @@ class ImageClassifier(ZooTask):
         unfreeze_at_epochs: Sequence[int] = (),
         head_lr_mult: float = 1.0,
         layer_lr_decay: float = 1.0,
+        log_images: int = 16,
     ) -> None:
         super().__init__(
             model,
@@ -111,6 +115,7 @@ class ImageClassifier(ZooTask):
         self.num_classes = num_classes
         self.class_names = class_names
         self.label_smoothing = label_smoothing
+        self.log_images = log_images
         # One metric set per stage, so their states never mix (attributes, not a ModuleDict: a
         # key "train" would clash with nn.Module.train). Top-5 is for evaluation only.
         self.train_metrics = self._stage_metrics(num_classes, top5=False)
@@ -131,6 +136,9 @@ class ImageClassifier(ZooTask):
         return nn.ModuleDict(metrics)
 
     def _shared_step(self, batch, stage: str) -> torch.Tensor:
+        return self._loss_and_logits(batch, stage)[0]
+
+    def _loss_and_logits(self, batch, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         images, labels = batch
         logits = self(images)
         loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
@@ -145,7 +153,32 @@ class ImageClassifier(ZooTask):
             self.test_confusion.update(logits.detach(), labels)
         if stage == "train" and self._is_logging_step():
             self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
-        return loss
+        return loss, logits
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        images, labels = batch
+        _, logits = self._loss_and_logits(batch, "val")
+        # The first batch of each epoch is drawn, never the sanity check's; only where the figure
+        # is kept (a logger, rank zero): drawing costs ~0.1 s.
+        trainer = self.trainer
+        if (
+            batch_idx == 0
+            and self.log_images > 0
+            and not trainer.sanity_checking
+            and trainer.logger is not None
+            and trainer.is_global_zero
+        ):
+            count = min(self.log_images, len(images))
+            datamodule = getattr(trainer, "datamodule", None)
+            figure = predictions_figure(
+                images[:count],
+                logits[:count].argmax(dim=-1),
+                labels[:count],
+                self.class_names or getattr(datamodule, "classes", None),
+                getattr(datamodule, "mean", None),
+                getattr(datamodule, "std", None),
+            )
+            log_png(self, "val/predictions", figure)
 
     def _log_epoch(self, stage: str) -> None:
         metrics = getattr(self, f"{stage}_metrics")

@@ -6,6 +6,7 @@ from zoo._registry import ModelInfo, create_model, list_models, model_info, regi
 from zoo.classification import Classifier, FeatureInfo
 from zoo.detection import Detector
 from zoo.export import export_checkpoint, export_model
+from zoo.flops import count_flops
 from zoo.segmentation import Segmenter
 from zoo.weights import PretrainedConfig, load
 
@@ -18,6 +19,7 @@ __all__ = [
     "Segmenter",
     "adapt",
     "adapt_input_weight",
+    "count_flops",
     "create_model",
     "export_checkpoint",
     "export_model",
