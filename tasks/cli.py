@@ -26,6 +26,7 @@ from pathlib import Path
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
@@ -117,6 +118,15 @@ class ZooCLI(LightningCLI):
                     "always started with --ckpt_path last should do). To resume another run, "
                     "give its --trainer.default_root_dir or the .ckpt file itself"
                 )
+
+    def _finish_wandb_runs(self) -> None:
+        # A WandbLogger leaves its run open for more calls in the same process; the command
+        # ends here, so close it (else wandb records the run as abandoned at exit).
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger._experiment is not None:
+                logger.experiment.finish()
+
+    after_fit = after_validate = after_test = after_predict = _finish_wandb_runs
 
 
 def models_table(
