@@ -28,6 +28,8 @@ from sklearn.model_selection import StratifiedKFold, train_test_split
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from ._samplers import sampling
+
 __all__ = ["SplitDataModule"]
 
 
@@ -244,7 +246,8 @@ class SplitDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            # Each process's share, evaluation sets without repeats (see datamodules._samplers).
+            **sampling(dataset, self.trainer, shuffle, type(self).__name__),
             drop_last=False,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

@@ -11,6 +11,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from ._samplers import sampling
+
 __all__ = ["SyntheticRegression"]
 
 
@@ -71,8 +73,12 @@ class SyntheticRegression(L.LightningDataModule):
             )
 
     def _dataloader(self, split: str) -> DataLoader:
+        dataset = self.datasets[split]
+        train = split == "train"
         return DataLoader(
-            self.datasets[split], batch_size=self.batch_size, shuffle=split == "train"
+            dataset,
+            batch_size=self.batch_size,
+            **sampling(dataset, self.trainer, train, type(self).__name__),
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -79,7 +79,11 @@ class Regressor(ZooTask):
         features, targets = batch
         prediction = self(features)
         loss = regression_loss(prediction, targets, self.loss, self.huber_delta)
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True)
+        train = stage == "train"
+        # Evaluation losses sync across processes once, at the epoch's end.
+        self.log(
+            f"{stage}/loss", loss, on_step=train, on_epoch=True, prog_bar=True, sync_dist=not train
+        )
         mse = getattr(self, f"{stage}_mse")
         mse.update(prediction.detach(), targets.view_as(prediction))
         self.log(f"{stage}/mse", mse, on_step=False, on_epoch=True)
