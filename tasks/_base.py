@@ -168,6 +168,19 @@ class ZooTask(LightningModule):
         every = self.trainer.log_every_n_steps if self._trainer else 1
         return every > 0 and self.global_step % every == 0
 
+    def _draws(self, batch_idx: int) -> bool:
+        """Whether to draw this validation batch's predictions for the logs (``log_images``):
+        the first batch of each epoch, never the sanity check's, and only where the figure is
+        kept (a logger, rank zero); drawing costs about 0.1 s."""
+        trainer = self.trainer
+        return (
+            batch_idx == 0
+            and getattr(self, "log_images", 0) > 0
+            and not trainer.sanity_checking
+            and trainer.logger is not None
+            and trainer.is_global_zero
+        )
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
 

@@ -158,18 +158,9 @@ class ImageClassifier(ZooTask):
     def validation_step(self, batch, batch_idx: int) -> None:
         images, labels = batch
         _, logits = self._loss_and_logits(batch, "val")
-        # The first batch of each epoch is drawn, never the sanity check's; only where the figure
-        # is kept (a logger, rank zero): drawing costs ~0.1 s.
-        trainer = self.trainer
-        if (
-            batch_idx == 0
-            and self.log_images > 0
-            and not trainer.sanity_checking
-            and trainer.logger is not None
-            and trainer.is_global_zero
-        ):
+        if self._draws(batch_idx):
             count = min(self.log_images, len(images))
-            datamodule = getattr(trainer, "datamodule", None)
+            datamodule = getattr(self.trainer, "datamodule", None)
             figure = predictions_figure(
                 images[:count],
                 logits[:count].argmax(dim=-1),

@@ -132,8 +132,14 @@ class ObjectDetector(ZooTask):
             losses = self.model(images, targets)
             loss = torch.stack(list(losses.values())).sum()
             for name, value in {"loss": loss, **losses}.items():
+                # Synced once, at the epoch's end: the mean over every process's batches.
                 self.log(
-                    f"train/{name}", value, on_step=False, on_epoch=True, batch_size=len(targets)
+                    f"train/{name}",
+                    value,
+                    on_step=False,
+                    on_epoch=True,
+                    batch_size=len(targets),
+                    sync_dist=True,
                 )
             if self._is_logging_step():
                 self.log("train/loss_step", loss, on_step=True, on_epoch=False, prog_bar=True)
@@ -148,8 +154,7 @@ class ObjectDetector(ZooTask):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         detections = self._shared_step(batch, "val")
-        # The first batch of each epoch is drawn, never the sanity check's.
-        if batch_idx == 0 and self.log_images > 0 and not self.trainer.sanity_checking:
+        if self._draws(batch_idx):
             self._log_drawings(*batch, detections)
 
     def _log_drawings(self, images, targets, detections) -> None:
@@ -174,6 +179,7 @@ class ObjectDetector(ZooTask):
     def _log_map(self, stage: str) -> None:
         segm = getattr(self, f"{stage}_segm_map")
         if segm.update_count:
+            self._pad_to_most_images(segm, masks=True)
             results = segm.compute()
             for key in ("map", "map_50", "map_75", "mar_100"):
                 self.log(f"{stage}/segm_{key}", results[key])
@@ -181,6 +187,7 @@ class ObjectDetector(ZooTask):
         metric = getattr(self, f"{stage}_map")
         if not metric.update_count:  # an empty stage (limit_val_batches=0) logs nothing
             return
+        self._pad_to_most_images(metric)
         results = metric.compute()  # synced across devices
         for key in ("map", "map_50", "map_75", "mar_100"):
             self.log(f"{stage}/{key}", results[key], prog_bar=key in ("map", "map_50"))
@@ -191,6 +198,37 @@ class ObjectDetector(ZooTask):
                 known = names is not None and 0 < label <= len(names)
                 self.log(f"{stage}/ap/{names[label - 1] if known else label}", ap)
         metric.reset()
+
+    def _pad_to_most_images(self, metric: MeanAveragePrecision, masks: bool = False) -> None:
+        """Under DDP, add images with neither objects nor detections until this process holds as
+        many as the process with the most; COCOeval skips such images, so the mAP is unchanged.
+
+        The zoo's datamodules split an evaluation set without repeating images, so processes may
+        hold different numbers of them; ``MeanAveragePrecision`` syncs its states one image at a
+        time, and processes holding different numbers would wait in different collectives
+        (Lightning issue #10508).
+        """
+        held = len(metric.groundtruth_labels)
+        most = self.trainer.strategy.reduce(torch.tensor(held, device=self.device), reduce_op="max")
+        missing = int(most) - held
+        if missing <= 0:
+            return
+        # Empty tensors of this process's own dtypes (held >= 1): the gathers exchange raw bytes.
+        target = {
+            "labels": metric.groundtruth_labels[0][:0],
+            "iscrowd": metric.groundtruth_crowds[0][:0],
+        }
+        detections = {
+            "labels": metric.detection_labels[0][:0],
+            "scores": metric.detection_scores[0][:0],
+        }
+        if masks:
+            no_masks = torch.zeros(0, 1, 1, dtype=torch.bool, device=self.device)
+            target["masks"] = detections["masks"] = no_masks
+        else:
+            target["boxes"] = metric.groundtruth_box[0][:0]
+            detections["boxes"] = metric.detection_box[0][:0]
+        metric.update([detections] * missing, [target] * missing)
 
     def predict_step(self, batch, batch_idx: int) -> list[dict[str, Tensor]]:
         """Detections in the pixels of each image *file*: boxes are scaled from the model's input

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassJaccardIndex
 
 from tasks._base import ZooTask
@@ -37,7 +38,7 @@ class SemanticSegmenter(ZooTask):
 
     The loss is the pixel-wise cross-entropy over the labelled pixels, plus ``aux_weight`` times
     that of the auxiliary head for models that have one (torchvision's recipe: 0.5). Validation and
-    test log ``<stage>/miou`` (IoU per class from the confusion matrix of the whole set, averaged
+    test log ``<stage>/loss`` (the cross-entropy over all labelled pixels of the set), ``<stage>/miou`` (IoU per class from the confusion matrix of the whole set, averaged
     over the classes present in the truth or the predictions, background included) and
     ``<stage>/pixel_acc`` (labelled pixels classified right), both without the ignored pixels,
     and with ``class_metrics`` each class's IoU as ``<stage>/iou/<class name>``. The first
@@ -106,6 +107,7 @@ class SemanticSegmenter(ZooTask):
         self.class_metrics = class_metrics
         self.log_images = log_images
         for stage in ("val", "test"):
+            setattr(self, f"{stage}_loss", MeanMetric())
             setattr(self, f"{stage}_miou", self._metric(MulticlassJaccardIndex, "macro"))
             setattr(self, f"{stage}_pixel_acc", self._metric(MulticlassAccuracy, "micro"))
             # Per class, NaN for a class neither true nor predicted anywhere: not logged.
@@ -142,15 +144,26 @@ class SemanticSegmenter(ZooTask):
         losses = self._loss(outputs, masks)
         if stage == "train":
             for name, value in losses.items():
+                # Synced once, at the epoch's end: the mean over every process's batches.
                 self.log(
-                    f"train/{name}", value, on_step=False, on_epoch=True, batch_size=len(images)
+                    f"train/{name}",
+                    value,
+                    on_step=False,
+                    on_epoch=True,
+                    batch_size=len(images),
+                    sync_dist=True,
                 )
             if self._is_logging_step():
                 self.log(
                     "train/loss_step", losses["loss"], on_step=True, on_epoch=False, prog_bar=True
                 )
             return losses["loss"]
-        self.log(f"{stage}/loss", losses["loss"], batch_size=len(images), sync_dist=True)
+        # Weighted by labelled pixels: the loss over all of the set's labelled pixels, whatever
+        # the batches (under DDP each process batches its share), synced at the epoch's end.
+        # Lightning's sync_dist mean would floor the summed batch sizes when processes ran
+        # different numbers of samples (Lightning issue #21859).
+        labelled = (masks != self.ignore_index).sum()
+        getattr(self, f"{stage}_loss").update(losses["loss"].detach(), weight=labelled)
         predicted = outputs["out"].argmax(dim=1)
         for metric in self._metrics(stage):
             metric.update(predicted, masks)
@@ -158,8 +171,7 @@ class SemanticSegmenter(ZooTask):
 
     def validation_step(self, batch, batch_idx: int) -> None:
         predicted = self._shared_step(batch, "val")
-        # The first batch of each epoch is drawn, never the sanity check's.
-        if batch_idx == 0 and self.log_images > 0 and not self.trainer.sanity_checking:
+        if self._draws(batch_idx):
             images, masks = batch
             count = min(self.log_images, len(images))
             datamodule = getattr(self.trainer, "datamodule", None)
@@ -184,6 +196,9 @@ class SemanticSegmenter(ZooTask):
         miou = getattr(self, f"{stage}_miou")
         if not miou.update_count:  # an empty stage (limit_val_batches=0) logs nothing
             return
+        loss = getattr(self, f"{stage}_loss")
+        self.log(f"{stage}/loss", loss.compute())  # synced across devices, as the others
+        loss.reset()
         self.log(f"{stage}/miou", miou.compute(), prog_bar=True)  # synced across devices
         self.log(f"{stage}/pixel_acc", getattr(self, f"{stage}_pixel_acc").compute())
         if self.class_metrics:
