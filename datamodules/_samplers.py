@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import Dataset, DistributedSampler
 
-__all__ = ["evaluation_sampler", "sampling", "training_sampler"]
+__all__ = ["sampling"]
 
 
 def sampling(dataset: Dataset, trainer: L.Trainer | None, train: bool, owner: str) -> dict:

@@ -14,7 +14,7 @@ import sys
 import lightning as L
 import torch
 
-import tasks.callbacks
+from tasks.callbacks import AtomicCheckpointIO
 
 
 class SigkillAt(L.Callback):
@@ -31,7 +31,7 @@ class SigkillAt(L.Callback):
 
 def _save_then_die_mid_write(path: str) -> None:
     """Save one checkpoint, then start a second and SIGKILL the process half-way through it."""
-    writer = tasks.callbacks.AtomicCheckpointIO()
+    writer = AtomicCheckpointIO()
     writer.save_checkpoint({"step": 1, "weights": torch.arange(1000.0)}, path)
     real_save = torch.save
 
@@ -42,7 +42,7 @@ def _save_then_die_mid_write(path: str) -> None:
         file.flush()
         os.kill(os.getpid(), signal.SIGKILL)
 
-    tasks.callbacks.torch.save = dying_save
+    torch.save = dying_save  # this process only: it dies in the next call
     writer.save_checkpoint({"step": 2, "weights": torch.zeros(1000)}, path)
 
 
