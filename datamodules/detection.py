@@ -102,6 +102,7 @@ class AnnotationReport:
         self.boxes = 0
         self.crowd = 0
         self.degenerate = 0
+        self.malformed = 0  # boxes that are not four numbers (NaN in ``add_image``)
         self.clamped = 0
         self.unknown: Counter[Any] = Counter()
         self.other: Counter[str] = Counter()  # format-specific problems, e.g. bad polygons
@@ -121,6 +122,8 @@ class AnnotationReport:
         Objects whose label is None are dropped as unknown (``unknown_keys`` says what they
         were called); the others have their box clamped to the image, and are dropped when
         it is then empty (zero or negative width or height, or wholly outside the image).
+        A box with a NaN coordinate (how a format's parser marks a missing or non-numeric
+        box) is dropped and counted as malformed.
         """
         height, width = orig_size
         array = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
@@ -129,10 +132,12 @@ class AnnotationReport:
         clamped = array.copy()
         clamped[:, 0::2] = clamped[:, 0::2].clip(0, width)
         clamped[:, 1::2] = clamped[:, 1::2].clip(0, height)
-        with np.errstate(invalid="ignore"):  # NaN coordinates compare False: degenerate
-            valid = (clamped[:, 2] > clamped[:, 0]) & (clamped[:, 3] > clamped[:, 1])
+        finite = np.isfinite(array).all(axis=1)
+        with np.errstate(invalid="ignore"):  # NaN coordinates compare False: not valid
+            valid = (clamped[:, 2] > clamped[:, 0]) & (clamped[:, 3] > clamped[:, 1]) & finite
         changed = (clamped != array).any(axis=1)
-        self.degenerate += int((known & ~valid).sum())
+        self.malformed += int((known & ~finite).sum())
+        self.degenerate += int((known & finite & ~valid).sum())
         keep = known & valid
         self.clamped += int((keep & changed).sum())
         crowd = np.asarray(iscrowd, dtype=np.int64).reshape(-1)[keep].clip(0, 1)
@@ -154,6 +159,8 @@ class AnnotationReport:
         """The one-line summary for ``source`` (e.g. ``"COCO train2017"``), and whether
         anything was dropped or changed (worth a warning)."""
         dropped = []
+        if self.malformed:
+            dropped.append(f"{_count(self.malformed, _BOXES)} without 4 numeric coordinates")
         if self.degenerate:
             dropped.append(_count(self.degenerate, ("degenerate box", "degenerate boxes")))
         if self.unknown:
