@@ -263,7 +263,19 @@ class FileDataModule(SplitDataModule):
             )
         self._skipped.extend(bad)
         bad_paths = {path for path, _ in bad}
-        return [sample for sample in samples if sample[0] not in bad_paths]
+        kept = [sample for sample in samples if sample[0] not in bad_paths]
+        if not kept:
+            # Caught here, not by the sampler or the split as "num_samples=0".
+            skipped = f" ({len(samples)} listed, all unreadable and skipped)" if samples else ""
+            raise ValueError(
+                f"{type(self).__name__}: the {split} split has no images{skipped}; "
+                f"{self._empty_split_fix(split)}"
+            )
+        return kept
+
+    def _empty_split_fix(self, split: str) -> str:
+        """Where a split's images are listed and how to fill it (for the error message)."""
+        return "check data.root and that the split's files are there"
 
     def _make_dataset(
         self, data: list[tuple[Path, Any]], positions: np.ndarray | None, train: bool

@@ -102,6 +102,12 @@ class _VOCLayout:
     def _split_file(self, split_name: str) -> Path:
         return self.root / "ImageSets" / self._image_sets / f"{split_name}.txt"
 
+    def _empty_split_fix(self, split: str) -> str:
+        return (
+            f"{self._split_file(self.splits[split])} lists no image ids; write one id per "
+            f"line (e.g. 2007_000032), or {_FIX_ROOT}"
+        )
+
     def _read_ids(self, split_name: str) -> list[str]:
         lines = self._split_file(split_name).read_text(encoding="utf-8").splitlines()
         return [line.split()[0] for line in lines if line.strip()]
@@ -319,7 +325,9 @@ class VOCSegmentation(_VOCLayout, SegmentationDataModule):
             )
         self._skipped.extend(bad)
         bad_masks = {path for path, _ in bad}
-        return [sample for sample in samples if sample[1] not in bad_masks]
+        samples = [sample for sample in samples if sample[1] not in bad_masks]
+        self._check_mask_files(samples)
+        return samples
 
     def _missing_test_split(self) -> str:
         return (

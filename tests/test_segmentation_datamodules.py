@@ -360,14 +360,16 @@ def test_bad_masks_name_the_file_and_the_fix(tmp_path: Path) -> None:
     # Classes 1-3 only: a mask value of 7 is neither a class nor 255.
     save_palette_png(masks / "2012_val_001.png", np.full((36, 32), 7, dtype=np.uint8))
     four = ["background", "a", "b", "c"]
-    datamodule = _setup(VOCSegmentation(str(voc), classes=four, train_transforms="none"))
     with pytest.raises(ValueError, match=r"mask .*2012_val_001.png holds values \[7\].*4 classes"
                        ".*set classes to match the data"):  # fmt: skip
-        datamodule.val_dataset[1]
-    save_palette_png(masks / "2012_val_001.png", np.zeros((30, 32), dtype=np.uint8))
+        _setup(VOCSegmentation(str(voc), classes=four, train_transforms="none"))  # in setup
+    save_palette_png(masks / "2012_val_001.png", np.zeros((36, 32), dtype=np.uint8))
+    datamodule = _setup(VOCSegmentation(str(voc), classes=four, train_transforms="none"))
+    save_palette_png(masks / "2012_val_001.png", np.zeros((30, 32), dtype=np.uint8))  # changed since
     with pytest.raises(ValueError, match=r"2012_val_001.png is 30 x 32 .* image .*2012_val_001.jpg"
                        " is 36 x 32"):  # fmt: skip
         datamodule.val_dataset[1]
+    save_palette_png(masks / "2012_val_001.png", np.zeros((36, 32), dtype=np.uint8))
     # An RGB mask in VOC's colours reads as its indices; other colours are refused by name.
     indices = np.asarray(Image.open(masks / "2012_val_002.png"))
     Image.open(masks / "2012_val_002.png").convert("RGB").save(masks / "rgb.png")
