@@ -15,6 +15,7 @@ with ``LOC_val_solution.csv`` in ``root``), such as fastai's Imagenette download
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +56,21 @@ _MAPPING_FILES = ("LOC_synset_mapping.txt", "synset_words.txt")  # Kaggle's; Caf
 _VAL_SOLUTION = "LOC_val_solution.csv"
 
 
+def _read_text(path: Path, what: str) -> str:
+    # A binary or otherwise non-UTF-8 file would raise a bare UnicodeDecodeError.
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path} is not a UTF-8 text file ({error}); expected {what}: replace the file "
+            "with the one from the ImageNet download"
+        ) from error
+
+
 def read_synset_mapping(path: Path) -> dict[str, str]:
     """``{wnid: first name}`` from lines like ``n01440764 tench, Tinca tinca``."""
     mapping = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    for number, line in enumerate(_read_text(path, "the synset mapping").splitlines(), 1):
         if not line.strip():
             continue
         wnid, _, names = line.strip().partition(" ")
@@ -74,7 +86,7 @@ def read_synset_mapping(path: Path) -> dict[str, str]:
 def read_val_solution(path: Path) -> dict[str, str]:
     """``{image id: wnid}`` from Kaggle's ``LOC_val_solution.csv``: the label of an image is
     the first wnid of its ``PredictionString`` (its boxes all carry the same class)."""
-    with open(path, newline="", encoding="utf-8-sig") as file:
+    with io.StringIO(_read_text(path, "Kaggle's LOC_val_solution.csv"), newline="") as file:
         rows = csv.reader(file)
         header = [column.strip() for column in next(rows, [])]
         if "ImageId" not in header or "PredictionString" not in header:

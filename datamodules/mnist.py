@@ -107,6 +107,17 @@ class _IDXDataModule(ClassificationDataModule):
                 f"{label_file}: expected {len(images)} labels to match {image_file}, got shape "
                 f"{tuple(labels.shape)}; the two files come from different splits or datasets"
             )
+        if labels.is_floating_point():  # .long() would truncate 2.7 to the label 2
+            raise ValueError(
+                f"{label_file}: labels are {labels.dtype}, expected integers (uint8, as the "
+                f"{type(self).__name__} files store them); is it a labels file?"
+            )
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(self.classes)):
+            raise ValueError(
+                f"{label_file}: labels span {int(labels.min())}..{int(labels.max())}, but "
+                f"{type(self).__name__} has {len(self.classes)} classes (0..{len(self.classes) - 1}); "
+                "the file is damaged or belongs to another dataset: download it again"
+            )
         return images, labels
 
 
