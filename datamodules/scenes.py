@@ -21,11 +21,14 @@ as VOC marks its object borders.
 
 from __future__ import annotations
 
+import glob
 import io
 import json
 import math
 import os
 import shutil
+import socket
+import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -277,9 +280,60 @@ def _check_arguments(arguments: dict[str, Any]) -> None:
         raise ValueError("write_digit_scenes: " + "; ".join(problems))
 
 
-def _reusable(root: Path, arguments: dict[str, Any]) -> bool:
-    """True when ``root`` holds a finished tree of these arguments; False when it is absent or
-    an empty folder; raises for anything else, which is never overwritten."""
+def _inventory(folder: Path) -> dict[str, list[int]]:
+    """``{sub-folder: [number of files, total bytes]}`` of a tree, the manifest left out: what
+    the manifest records of a finished tree, so that files deleted or truncated since (a
+    copy cut short, a full disk) are noticed."""
+    found = {}
+    for directory, _, names in os.walk(folder):
+        relative = Path(directory).relative_to(folder).as_posix()
+        files = [name for name in names if not (relative == "." and name == MANIFEST)]
+        if files:
+            size = sum(os.path.getsize(os.path.join(directory, name)) for name in files)
+            found[relative] = [len(files), size]
+    return dict(sorted(found.items()))
+
+
+def _damage(root: Path, recorded: dict[str, list[int]]) -> list[str]:
+    """How the files of ``root`` differ from the manifest's inventory ([] if they do not)."""
+    found = _inventory(root)
+    damage = []
+    for folder in sorted(set(found) | set(recorded)):
+        if folder not in recorded:
+            damage.append(f"{folder}/ holds files the manifest does not list")
+        elif found.get(folder) != list(recorded[folder]):
+            files, size = found.get(folder, [0, 0])
+            damage.append(
+                f"{folder}/ holds {files} files of {size} bytes, the manifest says "
+                f"{recorded[folder][0]} of {recorded[folder][1]}"
+            )
+    return damage
+
+
+def _temporary_name(root: Path, kind: str) -> Path:
+    # The host is part of the name: on a shared file system, a process id only means
+    # something on the machine that runs it.
+    return root.parent / f".{root.name}.{kind}-{socket.gethostname()}-{os.getpid()}"
+
+
+def _remove_stale_temporaries(root: Path) -> None:
+    """Remove the temporary folders that writers on this machine left when they were killed
+    (their process is gone); a folder being written by a live process is left alone."""
+    prefix = f".{root.name}.tmp-{socket.gethostname()}-"
+    for candidate in root.parent.glob(f"{glob.escape(prefix)}*"):
+        try:
+            os.kill(int(candidate.name.removeprefix(prefix)), 0)
+        except ProcessLookupError:  # the writer is dead: what it left is half a tree
+            shutil.rmtree(candidate, ignore_errors=True)
+        except (ValueError, OSError):  # not ours, or a live process of another user
+            continue
+
+
+def _reusable(root: Path, arguments: dict[str, Any], warn: bool = True) -> bool:
+    """True when ``root`` holds a finished tree of these arguments; False when it is absent, an
+    empty folder, or a tree of these arguments whose files no longer match its manifest (it
+    is then written again, with a warning); raises for anything else, which is never
+    overwritten."""
     if not root.exists():
         return False
     if not root.is_dir():
@@ -313,7 +367,16 @@ def _reusable(root: Path, arguments: dict[str, Any]) -> bool:
             + "; ".join(differences)
             + f"): delete {root} to write it again, or choose another root"
         )
-    return True
+    # Manifests written before the inventory existed cannot be checked: they are trusted.
+    damage = _damage(root, manifest["files"]) if "files" in manifest else []
+    if damage and warn:
+        warnings.warn(
+            f"DigitScenes root {root} is incomplete or damaged since it was written ("
+            + "; ".join(damage[:3])
+            + "): writing it again",
+            stacklevel=3,
+        )
+    return not damage
 
 
 def _jpeg_bytes(image: np.ndarray, quality: int) -> bytes:
@@ -478,8 +541,11 @@ def write_digit_scenes(
       the scene arguments.
 
     Writing is atomic: the tree is built in a hidden sibling folder and renamed into place
-    once complete (the manifest is written last), and the sibling is removed on any error.
-    A tree already written with the same arguments is reused without rewriting.
+    once complete (the manifest is written last), and the sibling is removed on any error;
+    siblings left by writers that were killed are removed by the next write. A tree already
+    written with the same arguments is reused without rewriting, after checking that its
+    files still match the count and size of each folder the manifest records: a tree with
+    files deleted or truncated since is written again, with a warning.
 
     Args:
         root: the folder to write; it must be absent, empty, or a DigitScenes tree of the
@@ -522,12 +588,26 @@ def write_digit_scenes(
         return root
 
     root.parent.mkdir(parents=True, exist_ok=True)
-    temporary = root.parent / f".{root.name}.tmp-{os.getpid()}"
+    _remove_stale_temporaries(root)
+    temporary = _temporary_name(root, "tmp")
     shutil.rmtree(temporary, ignore_errors=True)  # left by a killed run of this process id
+    damaged = None
     try:
         manifest = _write_tree(temporary, arguments)
+        manifest["files"] = _inventory(temporary)
+        # The manifest, written last, marks the tree complete; the rename below publishes
+        # it at once, so no reader ever sees a tree that is half written.
         (temporary / MANIFEST).write_text(json.dumps(manifest))
-        if root.is_dir():
+        if (root / MANIFEST).is_file():
+            # A damaged tree of these arguments (_reusable said so), unless another process
+            # (a second DDP rank) has replaced it meanwhile: moved aside, removed once the
+            # new tree is in place.
+            if _reusable(root, arguments, warn=False):
+                shutil.rmtree(temporary)
+                return root
+            damaged = _temporary_name(root, "damaged")
+            root.rename(damaged)
+        elif root.is_dir():
             root.rmdir()  # empty, checked above; rename cannot replace a folder everywhere
         try:
             temporary.rename(root)
@@ -539,4 +619,7 @@ def write_digit_scenes(
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
+    finally:
+        if damaged is not None:
+            shutil.rmtree(damaged, ignore_errors=True)
     return root
