@@ -49,7 +49,9 @@ detection preset      training pipeline
 
 In training, a box less than 30% of which is still in view after a crop is dropped with
 its label and mask, since the object it names is mostly gone; so is any box thinner than a
-pixel of the output. Evaluation drops none.
+pixel of the output. Evaluation drops none, bar those with nothing in the image: a box of
+zero or negative width or height once clipped to the image (wholly outside it, inverted, NaN),
+which both kinds of pipeline drop with its id rather than fail on.
 
 Segmentation pipelines (:func:`segmentation_train_transform`,
 :func:`segmentation_eval_transform`) move a class-index mask with the image, resampled
@@ -256,12 +258,16 @@ def check_detection_preset(
 
 def _box_params(train: bool) -> A.BboxParams:
     # clip: a box a pixel over the edge (float rounding, a zoom-out) is trimmed, never an
-    # error. Training drops the boxes a crop leaves mostly out of view or thinner than a
-    # pixel; evaluation only resizes, so it keeps every box.
+    # error. filter_invalid_bboxes: a box with nothing left in view once clipped (empty,
+    # inverted, wholly outside, NaN) is dropped with its id; without it albumentations raises
+    # on it in its own normalised coordinates, which name neither the box nor the fix.
+    # Training drops the boxes a crop leaves mostly out of view or thinner than a pixel;
+    # evaluation only resizes, so it keeps every box that has an area.
     return A.BboxParams(
         format="pascal_voc",
         label_fields=[BOX_IDS],
         clip=True,
+        filter_invalid_bboxes=True,
         min_visibility=0.3 if train else 0.0,
         min_width=1.0 if train else 0.0,
         min_height=1.0 if train else 0.0,
@@ -347,8 +353,9 @@ def detection_eval_transform(
     masks: bool = False,
 ) -> A.Compose:
     """The detection evaluation pipeline: resize to ``image_size`` squared (none if None),
-    standardisation, tensor; boxes scaled with the image, none dropped. Arguments and call
-    as in :func:`detection_train_transform`."""
+    standardisation, tensor; boxes scaled with the image, none dropped but those with nothing
+    in view (see the module docstring). Arguments and call as in
+    :func:`detection_train_transform`."""
     return _finish(
         _detection_resize(image_size), mean, std, _detection_compose_kwargs(False, masks)
     )
