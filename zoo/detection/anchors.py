@@ -115,9 +115,12 @@ def _greedy_assign(iou: Tensor, iou_threshold: float) -> Tensor:
     assigned = iou.new_full((batch, num_anchors), -1, dtype=torch.long)
     if num_gt == 0 or num_anchors == 0:
         return assigned
-    # The threshold rule reads the IoUs before any row or column is discarded.
+    # The threshold rule reads the IoUs before any row or column is discarded. An IoU of 0 is
+    # no match here either: with iou_threshold 0 an anchor overlapping nothing would take a box
+    # it does not touch (an empty or inverted one too, whose log-size offset is NaN).
     best_iou, best_gt = iou.max(dim=2)
-    by_threshold = torch.where(best_iou >= iou_threshold, best_gt, assigned)
+    overlaps = (best_iou >= iou_threshold) & (best_iou > 0)
+    by_threshold = torch.where(overlaps, best_gt, assigned)
     work = iou.clone()
     flat = work.view(batch, num_anchors * num_gt)
     rows = torch.arange(batch, device=iou.device)
@@ -140,7 +143,7 @@ def assign_anchors(gt_boxes: Tensor, anchors: Tensor, iou_threshold: float = 0.5
 
     Repeatedly take the largest IoU left in the ``A x N`` matrix, assign that pair and discard
     its row and column; then each anchor still unassigned takes its best ground truth if that
-    IoU is at least ``iou_threshold``. Every box that overlaps some anchor thus gets at least
+    IoU is at least ``iou_threshold`` and above 0 (an anchor never takes a box it misses). Every box that overlaps some anchor thus gets at least
     one anchor, even when its best anchor is also another box's best.
 
     Args:
