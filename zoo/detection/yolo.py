@@ -105,6 +105,7 @@ def assign_targets(
     ``anchor_threshold`` of its own, in the cell holding its centre and in the two neighbouring
     cells nearest to the centre (left or right, above or below: the centre is within half a
     cell of them, which :func:`decode_boxes` can reach), when those cells are inside its image.
+    A box of zero or negative width or height goes nowhere.
 
     Args:
         boxes: ``[N, 4]`` ground truths (cx, cy, w, h pixels) of the whole batch.
@@ -120,7 +121,10 @@ def assign_targets(
         ground truth, its image, the anchor and the ``[M, 2]`` cell (x, y).
     """
     ratio = boxes[:, None, 2:] / anchors[image_index]  # [N, A, 2]
-    matched = torch.maximum(ratio, 1 / ratio).amax(dim=-1) < anchor_threshold
+    # A box without a positive width and height is nobody's: an inverted one's negative
+    # ratios would pass the threshold test below and make a meaningless CIoU target.
+    sized = (boxes[:, None, 2:] > 0).all(dim=-1)
+    matched = sized & (torch.maximum(ratio, 1 / ratio).amax(dim=-1) < anchor_threshold)
     target, anchor = matched.nonzero(as_tuple=True)
     image = image_index[target]
     centre = boxes[target, :2] / stride  # grid units
