@@ -131,7 +131,14 @@ def _check_entries(dataset: dict, path: Path) -> None:
         )
     categories = dataset.get("categories") or []
     if isinstance(categories, list):
-        repeated = _repeated([c.get("id") for c in categories if isinstance(c, dict)])
+        for position, category in enumerate(categories):
+            fields = category if isinstance(category, dict) else {}
+            if not _is_count(fields.get("id")) or not isinstance(fields.get("name"), str):
+                raise ValueError(
+                    f"COCO annotation file {path}: categories[{position}] ({str(category)[:80]}) "
+                    "needs an integer 'id' and a 'name' string: fix the entry"
+                )
+        repeated = _repeated([category["id"] for category in categories])
         if repeated:
             raise ValueError(
                 f"COCO annotation file {path}: category ids {repeated[:5]} appear more than "

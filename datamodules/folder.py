@@ -203,11 +203,15 @@ class ImageFolder(FileClassificationDataModule):
         found = list_folders(directory)
         unknown = sorted(set(found) - set(self.classes))
         if not found or unknown:
-            problem = f"classes {unknown} that" if unknown else "no class folders, but"
+            train = f"the training split {self.split_dirs['train']}"
+            problem = (
+                f"classes {unknown} that {train} lacks (it has {len(self.classes)} class folders)"
+                if unknown
+                else f"no class folders, but {train} has {len(self.classes)}"
+            )
             raise FileNotFoundError(
-                f"{type(self).__name__}: {directory} has {problem} the training split "
-                f"{self.split_dirs['train']} has {len(self.classes)} class folders; the {split} "
-                "images must be sorted into folders named after the training classes"
+                f"{type(self).__name__}: {directory} has {problem}; the {split} images must be "
+                "sorted into folders named after the training classes"
             )
         return [
             (path, self.class_to_idx[class_name])

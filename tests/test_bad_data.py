@@ -102,7 +102,8 @@ def test_image_folder_val_with_other_classes(tmp_path: Path) -> None:
     write_digit_classes(tmp_path / "train", per_class=2)
     write_digit_classes(tmp_path / "val", per_class=1)
     (tmp_path / "val" / "3").rename(tmp_path / "val" / "three")
-    with pytest.raises(FileNotFoundError, match=r"val has classes \['three'\].*named after"):
+    with pytest.raises(FileNotFoundError, match=r"val has classes \['three'\] that the training "
+                       r"split .*train lacks \(it has 10 class folders\).*named after"):  # fmt: skip
         _folder(tmp_path).setup("fit")
 
 
@@ -303,6 +304,14 @@ def test_mnist_labels_outside_the_classes(tmp_path: Path) -> None:
         MNIST(str(tmp_path)).setup("test")
 
 
+def test_mnist_images_file_that_holds_no_uint8_images(tmp_path: Path) -> None:
+    images = _mnist_files(tmp_path) / IDX_FILES["train"][0]
+    write_idx(images, torch.zeros(20, 28 * 28, dtype=torch.int32))
+    with pytest.raises(ValueError, match=r"idx3-ubyte: expected uint8 images \[N, H, W\], got "
+                       r"torch.int32 of shape \(20, 784\); is it an images file"):  # fmt: skip
+        _mnist_setup(tmp_path)
+
+
 def test_mnist_float_labels_are_refused(tmp_path: Path) -> None:
     labels = _mnist_files(tmp_path) / IDX_FILES["train"][1]
     write_idx(labels, torch.full((20,), 2.7))  # .long() would make them all 2
@@ -435,6 +444,17 @@ def test_coco_image_entry_without_a_usable_field(tmp_path: Path, field: str, val
 
     _coco_json(tmp_path, damage)
     with pytest.raises(ValueError, match=rf"images\[2\] .* lacks a valid {field}; every image"):
+        _coco(tmp_path)
+
+
+def test_coco_category_or_annotation_without_its_fields(tmp_path: Path) -> None:
+    path = _coco_json(tmp_path, lambda dataset: dataset["categories"][1].pop("name"))
+    with pytest.raises(ValueError, match=r"categories\[1\] \({'id': 1}\) needs an integer 'id' "
+                       "and a 'name'"):  # fmt: skip
+        _coco(tmp_path)
+    _coco_json(tmp_path, lambda dataset: dataset["annotations"][0].pop("category_id"))
+    with pytest.raises(ValueError, match=re.escape(str(path)) + r": an entry lacks a field "
+                       r"pycocotools needs \(KeyError: 'category_id'\)"):  # fmt: skip
         _coco(tmp_path)
 
 
