@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 import torch
@@ -17,9 +18,11 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
+from typing_extensions import Self
 
 import zoo
 from tasks.finetune import FineTuning, Freeze
+from zoo.weights import read_torch_file
 
 __all__ = ["ZooTask"]
 
@@ -57,6 +60,23 @@ def _trained(model_kwargs: dict[str, Any]) -> dict[str, Any]:
     """Builder arguments for a network whose state dict is saved: pretrained parts
     (``backbone_weights``) are in the state dict, so rebuilding must not fetch them again."""
     return {k: None if k == "backbone_weights" else v for k, v in model_kwargs.items()}
+
+
+def _misfit_message(
+    cls: type, path: Path, contents: dict, kwargs: dict[str, Any], error: Exception
+) -> str:
+    """Why a checkpoint's weights do not fit the task asked for, and the fix."""
+    trained = contents.get("hyper_parameters") or {}
+    keys = ("model", "num_classes", "in_channels")
+    held = ", ".join(f"{k}={trained[k]!r}" for k in keys if k in trained)
+    asked = ", ".join(f"{k}={kwargs[k]!r}" for k in keys if k in kwargs) or "other arguments"
+    detail = "; ".join(line.strip() for line in str(error).splitlines()[1:4] if line.strip())
+    return (
+        f"{path} holds weights for {cls.__name__}({held}), which do not fit the network "
+        f"{asked} builds ({detail}). Load it as trained (without those arguments), then fit it "
+        "to new classes or channels with zoo.adapt(model, num_classes=..., in_channels=...), or "
+        f"fine-tune from it with weights={str(path)!r} (--model.init_args.weights CKPT)"
+    )
 
 
 class ZooTask(LightningModule):
@@ -267,6 +287,32 @@ class ZooTask(LightningModule):
         if self.model_name is not None:
             checkpoint["zoo"] = self.zoo_record()
         checkpoint["rng_states"] = _rng_states()
+
+    @classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | Path | IO,
+        map_location: Any = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = True,
+        **kwargs: Any,
+    ) -> Self:
+        """Lightning's ``load_from_checkpoint``, reading only tensors and plain data by default
+        (Lightning unpickles anything from ``http(s)://``), with errors that name the file: an
+        unreadable or unsafe one, or one whose weights do not fit the task ``kwargs`` build."""
+        try:
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
+            )
+        except Exception as error:
+            path = Path(checkpoint_path) if isinstance(checkpoint_path, (str, Path)) else None
+            if path is None or not path.is_file():
+                raise
+            contents = read_torch_file(path)  # raises the file's own problem, if it has one
+            if isinstance(error, RuntimeError) and "loading state_dict" in str(error):
+                raise ValueError(_misfit_message(cls, path, contents, kwargs, error)) from error
+            raise
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Only a Trainer resuming restores them, at the next epoch's start (load_from_checkpoint

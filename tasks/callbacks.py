@@ -19,6 +19,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
+from zoo.weights import read_torch_file
+
 __all__ = ["AtomicCheckpointIO", "NonFiniteLoss", "NonFiniteLossGuard", "SpeedUp"]
 
 
@@ -52,6 +54,24 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
+
+    def load_checkpoint(
+        self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
+        """Tensors and plain data only, unless the caller says ``weights_only=False``: Lightning
+        leaves ``None`` to torch, which unpickles anything for ``http(s)://`` checkpoints and
+        wherever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is set. Local files get
+        :func:`zoo.weights.read_torch_file`'s messages for empty, damaged or foreign files."""
+        if weights_only is False:  # an explicit choice for a trusted file
+            return super().load_checkpoint(path, map_location, weights_only=False)
+        if not isinstance(get_filesystem(path), LocalFileSystem):
+            return super().load_checkpoint(path, map_location, weights_only=True)
+        if not Path(path).is_file():
+            raise FileNotFoundError(
+                f"no checkpoint at {path}; training writes them under "
+                "<trainer.default_root_dir>/checkpoints/ (best.ckpt, last.ckpt)"
+            )
+        return read_torch_file(path, map_location)
 
 
 class NonFiniteLoss(RuntimeError):

@@ -150,10 +150,19 @@ def test_pth_state_dict_in_either_layout(layout, resnet18_torchvision, tmp_path)
         torch.manual_seed(5)
         reference = zoo.create_model("resnet18").eval()
     torch.save(reference.state_dict(), tmp_path / "weights.pth")
-    model = zoo.create_model("resnet18", weights=tmp_path / "weights.pth")
+    if layout == "zoo":  # nothing says how it was trained: a warning names the fix
+        with pytest.warns(UserWarning, match="bare state dict.*pretrained_cfg_overlay"):
+            model = zoo.create_model("resnet18", weights=tmp_path / "weights.pth")
+    else:
+        model = zoo.create_model("resnet18", weights=tmp_path / "weights.pth")
     torch.testing.assert_close(_logits(model, X), _logits(reference, X), rtol=1e-5, atol=1e-5)
     cfg = model.pretrained_cfg
-    assert cfg.source == str(tmp_path / "weights.pth") and cfg.class_names is None
+    assert cfg.source == str(tmp_path / "weights.pth")
+    if layout == "zoo":
+        assert cfg.class_names is None and cfg.mean is None
+    else:  # torchvision's layout: torchvision's preprocessing and ImageNet's names
+        assert len(cfg.class_names) == 1000 and cfg.mean == [0.485, 0.456, 0.406]
+        assert cfg.extra["preprocessing"] == "torchvision:ResNet18_Weights.IMAGENET1K_V1"
 
 
 def test_bare_state_dict_of_other_shape_is_loaded_at_its_own(tmp_path):

@@ -9,6 +9,7 @@ how torchvision's state-dict keys map onto its own.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import functools
 from collections.abc import Callable
@@ -133,14 +134,21 @@ def model_info(name: str) -> ModelInfo:
     try:
         return _MODELS[name]
     except KeyError:
-        close = fnmatch.filter(_MODELS, f"*{name[:3]}*") if name else []
-        hint = f" Did you mean one of {close}?" if close else ""
+        # Spelling first (resnet81 -> resnet18), then names sharing the first letters.
+        close = difflib.get_close_matches(name, _MODELS, n=3, cutoff=0.75)
+        close = close or (fnmatch.filter(_MODELS, f"{name[:3]}*") if name else [])
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
         raise ValueError(
             f"unknown model {name!r}.{hint} `zoo models` lists the {len(_MODELS)} registered models."
         ) from None
 
 
-def create_model(name: str, weights: str | Path | None = None, **kwargs: Any) -> nn.Module:
+def create_model(
+    name: str,
+    weights: str | Path | None = None,
+    pretrained_cfg_overlay: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
     """Build a registered model, optionally with trained weights.
 
     ``create_model("resnet18", num_classes=10, in_channels=1)`` builds it from scratch;
@@ -155,6 +163,9 @@ def create_model(name: str, weights: str | Path | None = None, **kwargs: Any) ->
             ``.safetensors`` file, or a checkpoint a zoo task wrote; or an ``http(s)://`` or
             ``file://`` URL whose file name carries its SHA-256 prefix (``name-<sha256>.pth``).
             See :func:`zoo.weights.load_weights`.
+        pretrained_cfg_overlay: fields of the weights' :class:`zoo.PretrainedConfig` to set or
+            replace, e.g. ``{"mean": [...], "std": [...], "class_names": [...]}`` for a bare
+            state dict, which records none (timm's argument of the same name).
         **kwargs: builder arguments. With ``weights``, a ``num_classes`` or ``in_channels`` other
             than the weights' is reached by loading at the weights' shape, then adapting.
 
@@ -164,7 +175,12 @@ def create_model(name: str, weights: str | Path | None = None, **kwargs: Any) ->
     """
     info = model_info(name)
     if weights is None:
+        if pretrained_cfg_overlay is not None:
+            raise ValueError(
+                f"create_model({name!r}): pretrained_cfg_overlay describes trained weights; "
+                "pass weights= too (a model built from scratch has no preprocessing to describe)"
+            )
         return info.builder(**kwargs)
     from zoo.weights import load_weights  # zoo.weights builds on this module: import on use
 
-    return load_weights(info, weights, **kwargs)
+    return load_weights(info, weights, pretrained_cfg_overlay, **kwargs)

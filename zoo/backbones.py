@@ -22,6 +22,7 @@ from torchvision.ops import FrozenBatchNorm2d
 
 from zoo._registry import create_model
 from zoo.classification._base import FeatureInfo
+from zoo.weights import WeightsUnavailable
 
 __all__ = ["FeatureExtractor", "freeze_batch_norm", "backbone_stages", "feature_extractor"]
 
@@ -88,7 +89,10 @@ def backbone_stages(
         **builder_kwargs: further arguments of the classifier's builder, e.g. ResNet's
             ``replace_stride_with_dilation``.
     """
-    model = create_model(name, weights=weights, in_channels=in_channels, **builder_kwargs)
+    try:
+        model = create_model(name, weights=weights, in_channels=in_channels, **builder_kwargs)
+    except WeightsUnavailable as error:  # the detector's argument, not the classifier's
+        raise error.for_argument("model_kwargs.backbone_weights") from error.reason
     info = list(getattr(model, "feature_info", None) or [])
     if not info or not isinstance(getattr(model, "features", None), nn.Sequential):
         raise ValueError(

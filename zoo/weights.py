@@ -10,8 +10,10 @@ and the preprocessing its weights expect.
 from __future__ import annotations
 
 import json
+import pickle
 import re
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -21,7 +23,7 @@ from torch import Tensor, nn
 
 from zoo._registry import ModelInfo, create_model, list_models
 
-__all__ = ["PretrainedConfig", "load", "load_weights"]
+__all__ = ["PretrainedConfig", "WeightsUnavailable", "load", "load_weights", "read_torch_file"]
 
 
 @dataclass
@@ -90,6 +92,44 @@ class PretrainedConfig:
         return v2.Compose(steps)
 
 
+class WeightsUnavailable(OSError):
+    """Pretrained weights that could not be fetched: no network, a proxy or a firewall.
+
+    The message names what was fetched (a torchvision enum entry, or a URL), the file in the
+    torch hub cache that would have served it offline, and the two offline fixes: copy the file
+    there, or pass its path as ``argument`` (``weights``, or ``model_kwargs.backbone_weights``
+    for a detector's or segmenter's backbone). An ``OSError``, as urllib's errors are.
+    """
+
+    def __init__(self, what: str, url: str, reason: BaseException, argument: str = "weights"):
+        self.what, self.url, self.reason, self.argument = what, url, reason, argument
+        super().__init__(str(self))
+
+    @property
+    def cache_file(self) -> Path:
+        """Where ``torch.hub`` looks before it downloads: ``$TORCH_HOME/hub/checkpoints/<name>``."""
+        return Path(torch.hub.get_dir()) / "checkpoints" / Path(urlparse(self.url).path).name
+
+    def for_argument(self, argument: str) -> WeightsUnavailable:
+        """The same error, naming another argument as the offline fix."""
+        return WeightsUnavailable(self.what, self.url, self.reason, argument)
+
+    def __str__(self) -> str:
+        name = self.cache_file.name
+        return (
+            f"cannot download {self.what} from {self.url} ({type(self.reason).__name__}: "
+            f"{self.reason}): this machine looks offline or a proxy blocks it. torch looks for the "
+            f"file in its cache first, at {self.cache_file} ($TORCH_HOME/hub/checkpoints/{name}; "
+            "TORCH_HOME defaults to ~/.cache/torch), and it is not there. Two offline fixes: copy "
+            f"{name} (fetched on a machine that is online) into {self.cache_file.parent}, or pass "
+            f"the file itself: --model.init_args.{self.argument} PATH on the zoo command line, "
+            f"{self.argument.rpartition('.')[2]}=PATH in Python."
+        )
+
+    def __reduce__(self):  # picklable (DataLoader workers, DDP), despite the custom __init__
+        return type(self), (self.what, self.url, self.reason, self.argument)
+
+
 # Keys of the checkpoint's "zoo" record that PretrainedConfig or the builder already holds.
 _RECORD_FIELDS = {
     "model",
@@ -117,7 +157,8 @@ _WEIGHTS_FORMS = (
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Module:
     """Rebuild a model from a checkpoint written by a zoo task, in eval mode.
 
-    Reads a task's ``.ckpt`` or a ``.safetensors`` file written by ``zoo export``. The returned
+    Reads a task's ``.ckpt`` or a ``.safetensors`` file written by ``zoo export``, from a path or
+    from a URL whose file name carries its SHA-256 prefix (as ``weights=`` URLs). The returned
     module has a ``pretrained_cfg`` (:class:`PretrainedConfig`) attribute, so::
 
         model = zoo.load("runs/lenet_digits/checkpoints/best.ckpt")
@@ -127,7 +168,11 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Modul
         FileNotFoundError: no file at ``path``.
         ValueError: the file is not a zoo checkpoint (no ``"zoo"`` record).
     """
-    path = Path(path)
+    if str(path).startswith(_URL_SCHEMES):  # fetched once, hash-checked, then read as a file
+        source, path = str(path), _download(str(path))
+    else:
+        path = Path(path)
+        source = str(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"no checkpoint at {path}; training writes them under runs/<name>/checkpoints/"
@@ -141,11 +186,16 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> nn.Modul
         )
     model = create_model(record["model"], **(record.get("model_kwargs") or {}))
     _load_exactly(model, state, path)
-    model.pretrained_cfg = _config_from_record(record, model, str(path))
+    model.pretrained_cfg = _config_from_record(record, model, source)
     return model.eval()
 
 
-def load_weights(info: ModelInfo, weights: str | Path, **kwargs: Any) -> nn.Module:
+def load_weights(
+    info: ModelInfo,
+    weights: str | Path,
+    pretrained_cfg_overlay: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> nn.Module:
     """Build ``info``'s model with trained weights: what ``create_model(name, weights=...)`` does.
 
     The model is built at the weights' own ``num_classes`` and ``in_channels``, loaded exactly
@@ -169,28 +219,38 @@ def load_weights(info: ModelInfo, weights: str | Path, **kwargs: Any) -> nn.Modu
               convention). It is downloaded to ``torch.hub.get_dir()/checkpoints`` and kept only
               when its hash matches; a file already cached under that name is reused.
 
+        pretrained_cfg_overlay: fields of :class:`PretrainedConfig` that describe the weights
+            (``{"mean": [...], "std": [...], "class_names": [...]}``), over what the file
+            records: for a bare state dict, which records nothing. A bare state dict in
+            torchvision's layout takes the preprocessing and class names of torchvision's
+            weights of the family; another bare state dict warns that it has none.
         **kwargs: builder arguments.
 
     Raises:
+        WeightsUnavailable: the weights could not be downloaded (offline, a proxy); the message
+            says where the cache looks and how to pass the file instead.
         ValueError: the model has no torchvision weights, the weights are unknown, the file was
             written for another model or does not fit (missing, unexpected or mis-shaped keys),
             or a URL has no hash in its name or its file does not match it.
         FileNotFoundError: no file at the path.
     """
     source = str(weights)
+    overlay = dict(pretrained_cfg_overlay or {})
     if source == "torchvision" or source.startswith("torchvision:"):
-        return _load_torchvision(info, source.partition(":")[2] or None, kwargs)
+        return _load_torchvision(info, source.partition(":")[2] or None, kwargs, overlay)
     if source.startswith(_URL_SCHEMES):
-        return _load_file(info, _download(source), source, kwargs)
+        return _load_file(info, _download(source), source, kwargs, overlay)
     path = Path(weights).expanduser()
     if path.is_file():
-        return _load_file(info, path, source, kwargs)
+        return _load_file(info, path, source, kwargs, overlay)
     if path.suffix or len(path.parts) > 1:
         raise FileNotFoundError(f"no weights file at {source}; weights must be {_WEIGHTS_FORMS}")
     raise ValueError(f"unknown weights {source!r}; weights must be {_WEIGHTS_FORMS}")
 
 
-def _load_torchvision(info: ModelInfo, entry: str | None, kwargs: dict[str, Any]) -> nn.Module:
+def _load_torchvision(
+    info: ModelInfo, entry: str | None, kwargs: dict[str, Any], overlay: dict[str, Any]
+) -> nn.Module:
     from torchvision.models import get_weight
 
     if info.torchvision_weights is None:
@@ -210,7 +270,20 @@ def _load_torchvision(info: ModelInfo, entry: str | None, kwargs: dict[str, Any]
             f"unknown torchvision weights {entry!r} for {info.name!r}; choose one of {entries} "
             f"(weights='torchvision' loads {info.torchvision_weights})"
         )
-    state = tv_weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+    try:
+        state = tv_weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
+    except OSError as error:  # urllib's URLError, socket timeouts, a proxy's refusal
+        what = f"torchvision's weights {entry} for {info.name!r}"
+        raise WeightsUnavailable(what, tv_weights.url, error) from error
+    cfg, native = _torchvision_config(info, tv_weights)
+    cfg.source = f"torchvision:{entry}"
+    build_kwargs = {**info.torchvision_kwargs, **kwargs}
+    return _build_and_load(info, state, build_kwargs, native, cfg, cfg.source, overlay)
+
+
+def _torchvision_config(info: ModelInfo, tv_weights: Any) -> tuple[PretrainedConfig, dict | None]:
+    """Class names and preprocessing of a torchvision weights entry (no download: they are its
+    metadata and transforms), and the ``num_classes`` / ``in_channels`` the weights have."""
     preset = tv_weights.transforms()
     categories = list(tv_weights.meta.get("categories") or [])
     if categories[:1] == ["__background__"] and info.task == "detection":
@@ -233,18 +306,29 @@ def _load_torchvision(info: ModelInfo, entry: str | None, kwargs: dict[str, Any]
         mean=list(mean) if mean is not None else None,
         std=list(std) if std is not None else None,
         in_channels=3,
-        source=f"torchvision:{entry}",
         **sizes,
     )
     native = {"num_classes": len(categories), "in_channels": 3} if categories else None
-    build_kwargs = {**info.torchvision_kwargs, **kwargs}
-    return _build_and_load(info, state, build_kwargs, native, cfg, f"torchvision:{entry}")
+    return cfg, native
 
 
-def _load_file(info: ModelInfo, path: Path, source: str, kwargs: dict[str, Any]) -> nn.Module:
+def _torchvision_entry_of_file(info: ModelInfo, path: Path) -> Any:
+    """The torchvision weights entry a file of torchvision's layout came from: the entry whose
+    download has the file's name (``resnet50-11ad3fa6.pth`` is ``IMAGENET1K_V2``, whose
+    preprocessing differs from V1's), else the entry the family registered."""
+    from torchvision.models import get_weight
+
+    registered = get_weight(info.torchvision_weights)
+    by_name = {Path(urlparse(entry.url).path).name: entry for entry in type(registered)}
+    return by_name.get(path.name, registered)
+
+
+def _load_file(
+    info: ModelInfo, path: Path, source: str, kwargs: dict[str, Any], overlay: dict[str, Any]
+) -> nn.Module:
     state, record = _read(path)
-    if record is None:
-        return _build_and_load(info, state, kwargs, None, PretrainedConfig(source=source), source)
+    if record is None:  # a bare state dict: preprocessing from torchvision, the overlay, or none
+        return _load_bare(info, path, state, source, kwargs, overlay)
     if record.get("model") not in (None, info.name):
         raise ValueError(
             f"{source} holds weights of {record['model']!r} (its zoo record), not {info.name!r}: "
@@ -253,7 +337,38 @@ def _load_file(info: ModelInfo, path: Path, source: str, kwargs: dict[str, Any])
     trained_with = dict(record.get("model_kwargs") or {})
     native = {k: trained_with.pop(k) for k in _SHAPE_KWARGS if k in trained_with}
     cfg = _config_from_record(record, None, source)
-    return _build_and_load(info, state, {**trained_with, **kwargs}, native, cfg, source)
+    return _build_and_load(info, state, {**trained_with, **kwargs}, native, cfg, source, overlay)
+
+
+def _load_bare(
+    info: ModelInfo,
+    path: Path,
+    state: dict[str, Tensor],
+    source: str,
+    kwargs: dict[str, Any],
+    overlay: dict[str, Any],
+) -> nn.Module:
+    """A state dict without a record, built as asked, or as torchvision's weights need (frozen
+    BN, the auxiliary head, GoogLeNet's input transform): torchvision's own file, e.g.
+    ``fasterrcnn_resnet50_fpn_coco-258fb6c6.pth``, loads with no argument given. Its file name
+    puts torchvision's arguments first."""
+    attempts = [dict(kwargs)]
+    if info.torchvision_kwargs:
+        as_torchvision = {**info.torchvision_kwargs, **kwargs}
+        named = path.name == Path(urlparse(_torchvision_entry_of_file(info, path).url).path).name
+        attempts.insert(0 if named else 1, as_torchvision)
+    first_error = None
+    for build_kwargs in attempts:
+        try:
+            cfg = PretrainedConfig(source=source)
+            return _build_and_load(
+                info, state, build_kwargs, None, cfg, source, overlay, bare_file=path
+            )
+        except ValueError as error:  # keys or shapes that do not fit: try the next way
+            if "do not fit" not in str(error):
+                raise
+            first_error = first_error or error
+    raise first_error
 
 
 def _build_and_load(
@@ -263,24 +378,76 @@ def _build_and_load(
     native: dict[str, int] | None,
     cfg: PretrainedConfig,
     source: str,
+    overlay: dict[str, Any] | None = None,
+    bare_file: Path | None = None,
 ) -> nn.Module:
     """Build at the weights' shape (``native``; inferred from ``state`` when ``None``), load
-    exactly, attach ``cfg``, then adapt to the ``num_classes`` / ``in_channels`` asked for."""
+    exactly, attach ``cfg`` (with ``overlay``'s fields), then adapt to the ``num_classes`` /
+    ``in_channels`` asked for. ``bare_file``: the state came from a file without a record."""
     from zoo._adapt import adapt  # zoo.adapt builds on models and configs: import on use
 
     requested = {k: kwargs.pop(k) for k in _SHAPE_KWARGS if k in kwargs}
     model = info.builder(**kwargs, **(requested if native is None else native))
-    state = _zoo_layout(state, model, info)
+    state, torchvision_layout = _zoo_layout(state, model, info)
     if native is None and hasattr(model, "num_classes") and hasattr(model, "in_channels"):
         native = _native_shape(model, state)
         if native != {"num_classes": model.num_classes, "in_channels": model.in_channels}:
             model = info.builder(**kwargs, **native)
     _load_exactly(model, state, source)
+    if bare_file is not None:
+        cfg = _bare_file_config(info, bare_file, source, model, torchvision_layout, overlay or {})
+    cfg = _overlaid(cfg, overlay or {})
     cfg.in_channels = getattr(model, "in_channels", cfg.in_channels)
     cfg.model = info.name
     cfg.model_kwargs = {**kwargs, **(requested if native is None else native)}
     model.pretrained_cfg = cfg
     return adapt(model, **requested) if requested else model
+
+
+def _bare_file_config(
+    info: ModelInfo,
+    path: Path,
+    source: str,
+    model: nn.Module,
+    torchvision_layout: bool,
+    overlay: dict,
+) -> PretrainedConfig:
+    """What a state dict without a record is known to need. A file in torchvision's layout of a
+    family torchvision ships (its own ``resnet18-f37072fd.pth``, the usual offline route) takes
+    the preprocessing of torchvision's weights, and their class names when it has as many
+    classes: fed raw pixels, a network trained on normalised ones gives silently worse answers."""
+    cfg = PretrainedConfig(source=source)
+    if torchvision_layout:
+        entry = _torchvision_entry_of_file(info, path)
+        cfg, native = _torchvision_config(info, entry)
+        cfg.source = source
+        cfg.extra["preprocessing"] = f"torchvision:{type(entry).__name__}.{entry.name}"
+        shape = {k: getattr(model, k, None) for k in _SHAPE_KWARGS}
+        if native is not None and shape != native:  # another head: torchvision's names don't fit
+            cfg.class_names = None
+    elif not {"mean", "std"} <= overlay.keys():
+        warnings.warn(
+            f"{source} is a bare state dict: it records no preprocessing (mean/std, input size) "
+            "and no class names, so the model's pretrained_cfg has none, and predict() and "
+            "pretrained_cfg.transforms() feed pixels in [0, 1] unnormalised. Supply them with "
+            "zoo.create_model(..., pretrained_cfg_overlay={'mean': [...], 'std': [...], "
+            "'class_names': [...]}), or share weights as `zoo export --format safetensors` "
+            "files, which record them.",
+            UserWarning,
+            stacklevel=5,
+        )
+    return cfg
+
+
+def _overlaid(cfg: PretrainedConfig, overlay: dict[str, Any]) -> PretrainedConfig:
+    """``cfg`` with the fields the caller supplied (``pretrained_cfg_overlay``, as timm's)."""
+    known = {f.name for f in fields(PretrainedConfig)} - {"model", "model_kwargs", "source"}
+    unknown = sorted(set(overlay) - known)
+    if unknown:
+        raise ValueError(
+            f"pretrained_cfg_overlay: unknown fields {unknown}; PretrainedConfig has {sorted(known)}"
+        )
+    return replace(cfg, **overlay) if overlay else cfg
 
 
 def _read(
@@ -294,16 +461,21 @@ def _read(
             with safe_open(str(path), framework="pt", device=str(map_location)) as file:
                 metadata = file.metadata() or {}
                 state = {key: file.get_tensor(key) for key in file.keys()}
-        except SafetensorError as error:
-            raise ValueError(f"{path} is not a readable safetensors file ({error})") from error
-        return state, json.loads(metadata["zoo"]) if "zoo" in metadata else None
-    try:
-        contents = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # pickle errors have no common type worth naming
-        raise ValueError(
-            f"cannot read {path} with torch.load(weights_only=True) ({error}); expected a state "
-            "dict (.pth/.pt), a zoo checkpoint (.ckpt) or a .safetensors file"
-        ) from error
+        except (SafetensorError, OSError) as error:
+            raise ValueError(
+                f"{path} is not a readable safetensors file ({error}): expected an 8-byte header "
+                "length, a JSON header and the tensors' bytes, as safetensors.torch.save_file or "
+                "`zoo export --format safetensors` write them. The file is damaged or another "
+                "format: copy it again, or pass a .pth/.ckpt file under its own extension"
+            ) from error
+        try:
+            return state, json.loads(metadata["zoo"]) if "zoo" in metadata else None
+        except json.JSONDecodeError as error:
+            raise ValueError(
+                f"{path}: its 'zoo' metadata is not JSON ({error}); the file was edited or "
+                "damaged: export it again with `zoo export --format safetensors`"
+            ) from error
+    contents = read_torch_file(path, map_location)
     if not isinstance(contents, dict):
         raise ValueError(
             f"{path} holds a {type(contents).__name__}, not a state dict or a checkpoint"
@@ -323,15 +495,79 @@ def _read(
     return contents, None
 
 
-def _zoo_layout(state: dict[str, Tensor], model: nn.Module, info: ModelInfo) -> dict[str, Tensor]:
+def read_torch_file(path: str | Path, map_location: str | torch.device | None = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)``, with errors that say what is wrong with the file.
+
+    Only tensors and plain data are unpickled: a file that holds any other Python object (a
+    pickle that would run code when loaded, or a checkpoint of custom classes) is refused, and
+    nothing in it runs. An empty, truncated or foreign file gets a message naming it.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is empty, damaged, not a ``torch.save`` file, or holds objects
+            other than tensors and plain data.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no file at {path}")
+    size = path.stat().st_size
+    if size == 0:
+        raise ValueError(
+            f"{path} is empty (0 bytes): a download or copy that did not finish, or a save that "
+            "was killed. Fetch or copy it again (zoo's own checkpoints are written atomically: "
+            "the previous one is still whole)"
+        )
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        # weights_only's refusal names the first object it refused: "unsupported GLOBAL
+        # posix.system ..."; other unpickling errors are files that are no pickle at all.
+        found = re.search(r"GLOBAL (\S+)", str(error))
+        if found is None:
+            raise _unreadable(path, size, error) from error
+        raise ValueError(
+            f"refused to load {path}: it holds pickled Python objects, not only tensors and plain "
+            f"data (the first is {found.group(1)}), and unpickling them could run code "
+            "from the file. Nothing in it was run. The zoo reads state dicts, zoo checkpoints and "
+            ".safetensors files; if you made this file yourself, save model.state_dict() instead, "
+            "or export the checkpoint with `zoo export --format safetensors`"
+        ) from error
+    except Exception as error:  # zip and pickle readers raise RuntimeError, EOFError, ...
+        raise _unreadable(path, size, error) from error
+
+
+def _unreadable(path: Path, size: int, error: Exception) -> ValueError:
+    with open(path, "rb") as file:
+        head = file.read(8)
+    kind = "a zip archive cut short" if head.startswith(b"PK") else f"starts with {head!r}"
+    reason = str(error).splitlines()[0] if str(error) else ""
+    return ValueError(
+        f"cannot read {path} ({size:,} bytes) with torch.load ({type(error).__name__}: {reason}). "
+        "Expected a file torch.save wrote (a zip archive: a state dict .pth/.pt or a checkpoint "
+        f".ckpt); this one {kind}. It is truncated or another format: copy or download it "
+        "again, or pass a .safetensors file"
+    )
+
+
+def _zoo_layout(
+    state: dict[str, Tensor], model: nn.Module, info: ModelInfo
+) -> tuple[dict[str, Tensor], bool]:
     """``state`` as is when it has the zoo's keys, else mapped from torchvision's layout when
-    that fits the model better."""
+    that fits the model better; and whether it is torchvision's layout (for the families whose
+    keys are torchvision's, the R-CNNs, FCN, DeepLabV3 and SSD300, it always is)."""
     if info.torchvision_weights is None:
-        return state
-    key_map = info.torchvision_key_map or (lambda key: key)
-    mapped = {new: value for key, value in state.items() if (new := key_map(key)) is not None}
+        return state, False
+    if info.torchvision_key_map is None:
+        return state, True
+    mapped = {
+        new: value
+        for key, value in state.items()
+        if (new := info.torchvision_key_map(key)) is not None
+    }
     expected = set(model.state_dict())
-    return mapped if len(expected & mapped.keys()) > len(expected & state.keys()) else state
+    if len(expected & mapped.keys()) > len(expected & state.keys()):
+        return mapped, True
+    return state, False
 
 
 def _native_shape(model: nn.Module, state: dict[str, Tensor]) -> dict[str, int]:
@@ -424,6 +660,10 @@ def _download(url: str) -> Path:
         cached.parent.mkdir(parents=True, exist_ok=True)
         try:
             torch.hub.download_url_to_file(url, str(cached), hash_prefix=match.group(1))
+        except OSError as error:  # no network, a proxy: say where the file would be read from
+            if url.startswith("file://"):
+                raise FileNotFoundError(f"cannot read {url} ({error})") from error
+            raise WeightsUnavailable(f"the weights {filename}", url, error) from error
         except RuntimeError as error:
             if "invalid hash value" not in str(error):
                 raise
