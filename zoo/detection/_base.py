@@ -107,22 +107,47 @@ class Detector(nn.Module):
     in_channels: int
 
     def check_targets(self, targets: Targets | None) -> Targets:
-        """The training targets, or a ``ValueError`` saying what is missing or out of range."""
+        """The training targets, or a ``ValueError`` saying what is missing or out of range.
+
+        Refused: a target without ``"boxes"`` ``[N, 4]`` and ``"labels"`` ``[N]``, a label
+        outside ``1..num_classes``, and a box that is not finite or has ``x2 < x1`` or
+        ``y2 < y1`` (not xyxy): either would reach the loss as NaN or as a meaningless target.
+        Empty boxes (``x2 == x1``) pass: no anchor or cell overlaps them, so they train nothing.
+        """
         name = type(self).__name__
         if targets is None:
             raise ValueError(
                 f"{name} in training mode needs targets (a list of {{'boxes', 'labels'}} dicts); "
                 "call model.eval() to detect"
             )
+        for i, target in enumerate(targets):
+            if "boxes" not in target or "labels" not in target:
+                raise ValueError(
+                    f"{name}: targets[{i}] has keys {sorted(target)}; each target needs 'boxes' "
+                    "[N, 4] xyxy pixels and 'labels' [N] (the data modules' batch format)"
+                )
+            boxes, labels = target["boxes"], target["labels"]
+            if boxes.dim() != 2 or boxes.shape[1] != 4 or labels.shape != boxes.shape[:1]:
+                raise ValueError(
+                    f"{name}: targets[{i}] has boxes of shape {tuple(boxes.shape)} and labels "
+                    f"of shape {tuple(labels.shape)}; give boxes as [N, 4] and one label per box"
+                )
+        if not targets:
+            return targets
         # One check over the whole batch: a single host-device sync per step on a GPU.
-        labels = torch.cat([target["labels"].reshape(-1) for target in targets])
-        if labels.numel() and bool(((labels < 1) | (labels > self.num_classes)).any()):
+        labels = torch.cat([target["labels"] for target in targets])
+        boxes = torch.cat([target["boxes"] for target in targets])
+        bad_labels = (labels < 1) | (labels > self.num_classes)
+        bad_boxes = ~torch.isfinite(boxes).all(dim=1) | (boxes[:, 2:] < boxes[:, :2]).any(dim=1)
+        if not bool(bad_labels.any() | bad_boxes.any()):
+            return targets
+        if bool(bad_labels.any()):
             raise ValueError(
                 f"{name}: target labels {labels.unique().tolist()} include some outside "
                 f"1..{self.num_classes} (0 is background and never a target): set num_classes "
                 "to the data module's number of classes"
             )
-        return targets
+        raise ValueError(_bad_box_message(name, targets, int(bad_boxes.nonzero()[0, 0])))
 
     def num_classes_in(self, state: Mapping[str, Tensor]) -> int:
         """The ``num_classes`` a state dict of this family (zoo keys) was trained with, read from
@@ -164,6 +189,25 @@ class Detector(nn.Module):
                 masks = detection["masks"]
                 detection["masks"] = F.interpolate(masks, size=size, mode="bilinear")
         return detections
+
+
+def _bad_box_message(name: str, targets: Targets, position: int) -> str:
+    """What is wrong with the box at ``position`` of the batch's concatenated boxes."""
+    image = 0
+    while position >= len(targets[image]["boxes"]):
+        position -= len(targets[image]["boxes"])
+        image += 1
+    box = targets[image]["boxes"][position]
+    where = f"{name}: targets[{image}]['boxes'][{position}] = {box.tolist()}"
+    if not bool(torch.isfinite(box).all()):
+        return (
+            f"{where} is not finite; fix or drop that box in the annotations (the zoo's data "
+            "modules drop such boxes when they load them)"
+        )
+    return (
+        f"{where} has x2 < x1 or y2 < y1; boxes must be xyxy pixels with x1 <= x2 and y1 <= y2: "
+        "convert xywh or cxcywh boxes with zoo.detection.boxes.convert_boxes"
+    )
 
 
 def _image_size(image: Any) -> tuple[int, int]:
