@@ -102,6 +102,11 @@ class _IDXDataModule(ClassificationDataModule):
                 f"{image_file}: expected uint8 images [N, H, W], got {images.dtype} of shape "
                 f"{tuple(images.shape)}; is it an images file?"
             )
+        if len(images) == 0:  # else the split fails later, in scikit-learn's words
+            raise ValueError(
+                f"{image_file} holds no images (shape {tuple(images.shape)}); the file is "
+                "damaged or a placeholder: download it again"
+            )
         if labels.dim() != 1 or len(labels) != len(images):
             raise ValueError(
                 f"{label_file}: expected {len(images)} labels to match {image_file}, got shape "

@@ -312,6 +312,14 @@ def test_mnist_images_file_that_holds_no_uint8_images(tmp_path: Path) -> None:
         _mnist_setup(tmp_path)
 
 
+def test_mnist_files_without_images(tmp_path: Path) -> None:
+    images, labels = (_mnist_files(tmp_path) / name for name in IDX_FILES["train"])
+    write_idx(images, torch.zeros(0, 28, 28, dtype=torch.uint8))
+    write_idx(labels, torch.zeros(0, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"idx3-ubyte holds no images \(shape \(0, 28, 28\)\)"):
+        _mnist_setup(tmp_path)
+
+
 def test_mnist_float_labels_are_refused(tmp_path: Path) -> None:
     labels = _mnist_files(tmp_path) / IDX_FILES["train"][1]
     write_idx(labels, torch.full((20,), 2.7))  # .long() would make them all 2
