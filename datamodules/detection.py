@@ -371,6 +371,16 @@ class DetectionDataModule(FileDataModule):
         report = AnnotationReport(self._crowd_name, self._unknown_name)
         samples = self._parse_split(split_name, report)
         line, noteworthy = report.summary(f"{type(self).__name__} {split_name}")
+        if report.unknown and report.boxes == 0:
+            # Not one object left: the classes and the data disagree (a renamed class, the
+            # wrong list), which dropping and counting would turn into a run that learns nothing.
+            unknown = sorted(report.unknown, key=str)
+            names = ", ".join(map(repr, unknown[:10])) + (" ..." if len(unknown) > 10 else "")
+            raise ValueError(
+                f"{type(self).__name__}: no object of the {split_name} split belongs to the "
+                f"{len(self.classes)} classes {self.classes[:10]}; its annotations name {names}. "
+                "Set classes to match the data (VOCDetection: classes: found), or check the split"
+            )
         (rank_zero_warn if noteworthy else rank_zero_info)(line)
         return samples
 

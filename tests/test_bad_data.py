@@ -557,6 +557,15 @@ def test_voc_name_not_in_the_classes_is_dropped_and_counted(tmp_path: Path) -> N
     assert any("2 boxes with unknown classes 'unicorn', 'x" in line for line in lines), lines
 
 
+def test_voc_classes_that_name_none_of_the_objects(tmp_path: Path) -> None:
+    voc = write_voc(tmp_path)
+    with pytest.raises(ValueError, match=r"no object of the train split belongs to the 2 classes "
+                       r"\['Cat', 'Dog'\]; its annotations name 'car', 'cat', 'dog', "
+                       "'person', 'unicorn'. Set classes to match"):  # fmt: skip
+        _voc(voc, classes=["Cat", "Dog"]).setup("fit")
+    _run(_voc(voc, classes=["cat", "dog"]))  # the other objects are dropped and counted
+
+
 def test_voc_missing_and_empty_split_files(tmp_path: Path) -> None:
     voc = write_voc(tmp_path)
     (voc / "ImageSets" / "Main" / "val.txt").unlink()
@@ -678,6 +687,17 @@ def test_digit_scenes_tree_damaged_since_written_is_rewritten(
     assert _contents(root) == clean_tree
     assert [path.name for path in tmp_path.iterdir()] == ["digits"]
     _run(datamodule)
+
+
+def test_digit_scenes_unreadable_manifest_is_refused_and_kept(tmp_path: Path) -> None:
+    # Never half written (the tree appears by one rename), so a broken manifest was damaged
+    # later, by something else: the folder may not be ours to delete, and is kept.
+    root = write_digit_scenes(tmp_path / "digits", **TINY)
+    manifest = root / "scenes.json"
+    manifest.write_text(manifest.read_text()[:100])
+    with pytest.raises(ValueError, match=r"manifest .*scenes.json is unreadable .*delete .*digits"):
+        DigitScenes(str(root), **TINY).prepare_data()
+    assert (root / "coco" / "annotations" / "instances_train.json").is_file()
 
 
 def test_digit_scenes_writer_that_raises_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
