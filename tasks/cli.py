@@ -12,26 +12,44 @@ them once. Every run also gets (see :mod:`tasks.callbacks`): a ``checkpoint`` gr
 loss), a ``speedup`` group (channels-last, ``torch.compile``) and, with a logger, a
 ``LearningRateMonitor``. A logger whose ``save_dir`` is ``"."`` writes under
 ``trainer.default_root_dir``, as Lightning's default TensorBoard logger does.
+
+Bad input ends in one message that names the value and the fix: a class that cannot be built
+(an unknown model name, a missing weights file, an optimizer argument out of range) ends
+``zoo fit: <the class's own message>``; an unknown import path or config file lists what exists;
+``--ckpt_path`` keeps the command line's model arguments and refuses a checkpoint whose weights
+do not fit the network the config builds.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextvars
+import copy
+import difflib
+import inspect
+import logging
 import os
 import re
 import statistics
 import sys
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
+import torch
+import yaml
+from jsonargparse import Namespace
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 import zoo
-from tasks.callbacks import AtomicCheckpointIO, NonFiniteLossGuard, SpeedUp
+from tasks.callbacks import AtomicCheckpointIO, NonFiniteLoss, NonFiniteLossGuard, SpeedUp
 from tasks.style import run_style
 from zoo.export import FORMATS, MIN_ONNX_OPSET, export_checkpoint
 
@@ -45,6 +63,227 @@ def _checkpoint_dir(default_root_dir: str | None) -> str | None:
     return None if default_root_dir is None else f"{default_root_dir}/checkpoints"
 
 
+# Lightning's own chatter that a zoo run does not act on: its adverts for its cloud logger and
+# checkpoint uploader (litlogger, litmodels; printed by every Trainer) and a deprecation inside
+# Lightning that torch 2.10+ reports on every validation loop (LeafSpec). Each is matched by its
+# text and where it comes from, so every other message and warning stays.
+_LIGHTNING_TIPS = "💡 Tip: For seamless cloud"
+_RANK_ZERO_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+)
+
+
+def _not_a_lightning_tip(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_LIGHTNING_TIPS)
+
+
+def _quiet_lightning_chatter() -> None:
+    for name in _RANK_ZERO_LOGGERS:
+        logger = logging.getLogger(name)
+        if _not_a_lightning_tip not in logger.filters:
+            logger.addFilter(_not_a_lightning_tip)
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"lightning\.pytorch\.utilities\._pytree",
+    )
+
+
+def _causes(error: BaseException | None) -> Iterator[BaseException]:
+    """An exception and everything it was raised from or while handling, each once."""
+    seen: set[int] = set()
+    todo = [error]
+    while todo:
+        error = todo.pop(0)
+        if error is not None and id(error) not in seen:
+            seen.add(id(error))
+            yield error
+            todo += [error.__cause__, error.__context__]
+
+
+def _raised_by_jsonargparse(error: BaseException) -> bool:
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and frame.tb_frame.f_globals.get("__name__", "").startswith(
+        "jsonargparse"
+    )
+
+
+def _unwrapped(error: BaseException) -> BaseException:
+    """The exception a class's ``__init__`` raised, out of jsonargparse's "Does not validate
+    against any of the Union subtypes ..." wrappers, which raise ``from`` the original."""
+    while error.__cause__ is not None and _raised_by_jsonargparse(error):
+        error = error.__cause__
+    return error
+
+
+def _unknown_import_hint(error: BaseException | None) -> str | None:
+    """ "did you mean" for a ``class_path`` naming something its module lacks
+    (``torch.optim.Adamm``), with the classes the module has."""
+    for cause in _causes(error):
+        module, name = getattr(cause, "obj", None), getattr(cause, "name", None)
+        if isinstance(cause, AttributeError) and isinstance(module, ModuleType) and name:
+            classes = sorted(
+                n for n, v in vars(module).items() if inspect.isclass(v) and not n.startswith("_")
+            )
+            close = difflib.get_close_matches(name, classes, n=3)
+            guess = (
+                f"; did you mean {' or '.join(f'{module.__name__}.{c}' for c in close)}?"
+                if close
+                else ""
+            )
+            return (
+                f"{module.__name__}.{name} does not exist{guess} {module.__name__} has: "
+                + ", ".join(classes)
+            )
+    return None
+
+
+# The command line's `--a.b.c=null` keys, while ZooArgumentParser.parse_args runs.
+_NULL_FLAGS: contextvars.ContextVar[tuple[list[str], ...]] = contextvars.ContextVar(
+    "null_flags", default=()
+)
+
+
+class ZooArgumentParser(LightningArgumentParser):
+    """Lightning's parser, whose errors add what exists when a ``class_path`` names nothing,
+    and which reads ``null`` below a class's ``init_args`` as None."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        hint = _unknown_import_hint(ex)
+        super().error(f"{message}\n{hint}" if hint else message, ex)
+
+    def parse_args(self, args: Sequence[str] | None = None, *more: Any, **kwargs: Any) -> Namespace:
+        argv = sys.argv[1:] if args is None else args
+        nulls = _null_flags(argv) if isinstance(argv, (list, tuple)) else []
+        token = _NULL_FLAGS.set(tuple(nulls))
+        try:
+            return super().parse_args(args, *more, **kwargs)
+        finally:
+            _NULL_FLAGS.reset(token)
+
+    def _parse_common(self, cfg: Namespace, *args: Any, **kwargs: Any) -> Namespace:
+        # Before --print_config prints, links apply and the subcommand's parser validates.
+        _restore_nulls(cfg, _NULL_FLAGS.get())
+        return super()._parse_common(cfg, *args, **kwargs)
+
+
+def _flags(argv: Sequence[str]) -> Iterator[tuple[str, str | None]]:
+    """``(key, value)`` of every ``--key value`` / ``--key=value`` on a command line."""
+    for i, token in enumerate(argv):
+        if not token.startswith("-") or token == "-":
+            continue
+        if "=" in token:
+            key, value = token.split("=", 1)
+        else:
+            following = argv[i + 1] if i + 1 < len(argv) else None
+            key, value = (
+                token,
+                following if following is None or not following.startswith("--") else None,
+            )
+        yield key.lstrip("-"), value
+
+
+def _check_config_files(parser: LightningArgumentParser, argv: Sequence[str]) -> None:
+    """A ``--config`` file that does not exist: say which ones its folder has."""
+    for key, value in _flags(argv):
+        if key not in ("config", "c") or value is None:
+            continue
+        path = Path(value)
+        if path.suffix not in (".yaml", ".yml", ".json") or path.is_file():
+            continue  # (a YAML string is a config too)
+        folder = path.parent
+        if not folder.is_dir():
+            parser.error(f"config file {value} does not exist, nor does its folder {folder}")
+        choices = sorted(p.name for p in folder.iterdir() if p.suffix in (".yaml", ".yml"))
+        close = difflib.get_close_matches(path.name, choices, n=1)
+        guess = f" Did you mean {folder / close[0]}?" if close else ""
+        parser.error(
+            f"config file {value} does not exist.{guess} {folder} has: "
+            + (", ".join(choices) or "no YAML files")
+        )
+
+
+def _null_flags(argv: Sequence[str]) -> list[list[str]]:
+    """Keys of ``--a.b.c=null`` flags (``null``, ``~``, ``Null``: YAML's None), split at dots."""
+    nulls = []
+    for key, value in _flags(argv):
+        if "." in key and value is not None and value.strip():
+            try:
+                is_null = yaml.safe_load(value) is None
+            except yaml.YAMLError:
+                continue
+            if is_null:
+                nulls.append(key.split("."))
+    return nulls
+
+
+def _locate(node: Any, keys: Sequence[str]) -> tuple[Any, str] | None:
+    """The container of ``keys[-1]`` under ``node`` (``init_args`` may be left out, as on the
+    command line), or None."""
+    for i, key in enumerate(keys):
+        if isinstance(node, Namespace) and key not in node and "init_args" in node:
+            node = node["init_args"]
+        if not isinstance(node, (Namespace, dict)) or key not in node:
+            return None
+        if i == len(keys) - 1:
+            return node, key
+        node = node[key]
+    return None
+
+
+def _restore_nulls(config: Namespace, nulls: Sequence[list[str]]) -> None:
+    # jsonargparse re-parses a dotted value below a class's init_args from str(value), so
+    # `--model.init_args.model_kwargs.backbone_weights=null` arrives as the string "None"
+    # (numbers, booleans and lists survive the round trip; None does not).
+    subcommand = config.get("subcommand")
+    for keys in nulls:
+        for path in (keys, [subcommand, *keys]) if subcommand else (keys,):
+            found = _locate(config, path)
+            if found is not None and found[0][found[1]] == "None":
+                found[0][found[1]] = None
+
+
+def _model_flags(argv: Sequence[str]) -> list[list[str]]:
+    """The model arguments a command line sets (``--model.init_args.a.b``: ``["a", "b"]``; the
+    whole ``--model``: ``[]``)."""
+    paths = []
+    for key, _ in _flags(argv):
+        keys = key.split(".")
+        if keys[0] == "model":
+            paths.append([k for k in keys[1:] if k != "init_args"])
+    return paths
+
+
+def _describe(hparams: dict[str, Any]) -> str:
+    """``ImageClassifier(model='lenet', num_classes=10, in_channels=1)`` of hyper-parameters."""
+    task = str(hparams.get("_class_path", "")).rsplit(".", 1)[-1] or "a task"
+    keys = ("model", "num_classes", "in_channels", "model_kwargs")
+    return f"{task}(" + ", ".join(f"{k}={hparams[k]!r}" for k in keys if hparams.get(k)) + ")"
+
+
+def _misfits(
+    held: dict[str, torch.Tensor], model: dict[str, torch.Tensor], strict: bool = True
+) -> list[str]:
+    """How a checkpoint's state dict and a network's differ: shapes, then (``strict``, as
+    Lightning loads) missing and extra keys."""
+    lines = [
+        f"{key}: {tuple(held[key].shape)} in the checkpoint, {tuple(value.shape)} here"
+        for key, value in model.items()
+        if key in held and held[key].shape != value.shape
+    ]
+    missing = [key for key in model if key not in held]
+    unexpected = [key for key in held if key not in model]
+    if strict and missing:
+        lines.append(f"{len(missing)} tensors the checkpoint lacks ({missing[0]}, ...)")
+    if strict and unexpected:
+        lines.append(f"{len(unexpected)} tensors the network lacks ({unexpected[0]}, ...)")
+    return lines
+
+
 class ZooCLI(LightningCLI):
     """LightningCLI with the data -> model links of :data:`LINKS` and the zoo's callbacks."""
 
@@ -54,7 +293,68 @@ class ZooCLI(LightningCLI):
         # Tasks take their optimizer and scheduler as typed callables (OptimizerCallable).
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_class", ZooArgumentParser)
+        _quiet_lightning_chatter()
         super().__init__(LightningModule, LightningDataModule, *args, **kwargs)
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        argv = sys.argv[1:] if args is None else args
+        argv = list(argv) if isinstance(argv, (list, tuple)) else []  # (settings as a dict)
+        _check_config_files(parser, argv)
+        super().parse_arguments(parser, args)
+        self._model_flags = _model_flags(argv)
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning parses the checkpoint's hyper-parameters over the config, so the network
+        # is built as it was trained, but so is every other model argument: a command-line
+        # override (a score threshold, label smoothing) would be dropped without a word. Those
+        # are put back here; one that changes the weights' shapes is refused after building
+        # (see _check_checkpoint_fits), and a checkpoint of another task before.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        asked = copy.deepcopy(self.config[subcommand].model)
+        hparams = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get(
+            "hyper_parameters", {}
+        )
+        trained_class = hparams.get("_class_path")
+        if trained_class and asked.get("class_path") and trained_class != asked.class_path:
+            self.parser.error(
+                f"--ckpt_path {ckpt_path} holds {_describe(hparams)}, but the config asks for a "
+                f"{asked.class_path}: give the config it was trained with (the config.yaml next "
+                "to its logs)"
+            )
+        super()._parse_ckpt_path()
+        model = self.config[subcommand].model
+        applied = []
+        for keys in self._model_flags:
+            if not keys:
+                self.config[subcommand].model = model = copy.deepcopy(asked)
+                applied.append("--model")
+                continue
+            source, target = _locate(asked, keys), _locate(model, keys)
+            if source is None:
+                continue
+            value = source[0][source[1]]
+            if target is None:  # e.g. a model_kwargs key the checkpoint's dict does not have
+                target = _locate(model, keys[:-1])
+                parent = target[0][target[1]] if target is not None else None
+                if not isinstance(parent, dict):
+                    continue
+                target = (parent, keys[-1])
+            held = target[0].get(target[1])
+            if isinstance(held, dict) and isinstance(value, dict):
+                value = held | value  # a dict on the command line adds to the trained one
+            if held != value:
+                target[0][target[1]] = copy.deepcopy(value)
+                applied.append(f"{'.'.join(keys)}={value!r} (trained with {held!r})")
+        self._ckpt_overrides = (ckpt_path, hparams, applied)
+        if applied:
+            rank_zero_info(
+                f"--ckpt_path {ckpt_path}: the model's arguments come from the checkpoint, "
+                f"except what the command line sets: {', '.join(applied)}"
+            )
 
     def add_arguments_to_parser(self, parser) -> None:
         # Every run keeps its best checkpoint at <default_root_dir>/checkpoints/best.ckpt, so
@@ -94,6 +394,73 @@ class ZooCLI(LightningCLI):
             init_args = getattr(logger, "init_args", None)
             if init_args is not None and init_args.get("save_dir", 0) in (None, "."):
                 init_args.save_dir = root
+
+    def instantiate_classes(self) -> None:
+        """Lightning's, raising what a class's ``__init__`` raised (not jsonargparse's wrapper
+        around it), marked so that :func:`main` ends with its message alone; then the checks
+        that need the built objects: the optimizer's arguments and ``--ckpt_path``'s fit."""
+        try:
+            super().instantiate_classes()
+            self._check_optimizer()
+            self._check_checkpoint_fits()
+        except Exception as wrapped:
+            error = _unwrapped(wrapped)
+        else:
+            return
+        ckpt_path, hparams, applied = getattr(self, "_ckpt_overrides", (None, {}, []))
+        if applied and getattr(self, "model", None) is None:  # checkpoint's + command line's
+            cause, error = (
+                error,
+                ValueError(
+                    f"--ckpt_path {ckpt_path} holds {_describe(hparams)}; with the command line's "
+                    f"{', '.join(applied)} the model cannot be built ({error}). Arguments that "
+                    "change the network need a new fit: --model.init_args.weights "
+                    f"{ckpt_path} starts one from its weights (zoo.adapt fits the head and the input "
+                    "channels), without --ckpt_path"
+                ),
+            )
+            error.__cause__ = cause
+        error.zoo_instantiating = True  # type: ignore[attr-defined]
+        raise error  # (outside the except block: not "during handling of" its wrapper)
+
+    def _check_optimizer(self) -> None:
+        # LightningCLI builds the optimizer only when training starts, after the data is
+        # loaded; building it here once (on the parameters, cheap) reports a bad argument now.
+        optimizer = getattr(self.model, "optimizer", None)
+        if not (callable(optimizer) and hasattr(self.model, "parameter_groups")):
+            return
+        try:
+            optimizer(self.model.parameter_groups())
+        except (ValueError, TypeError) as error:
+            spec = self._get(self.config, "model").get("init_args", {}).get("optimizer")
+            name = getattr(spec, "class_path", None) or getattr(optimizer, "__name__", "")
+            raise ValueError(
+                f"model.init_args.optimizer {name}: {error}. Learning rates, weight decays and "
+                "epsilons must be >= 0 and betas in [0, 1): fix "
+                "--model.init_args.optimizer.init_args (e.g. lr 0.001)"
+            ) from error
+
+    def _check_checkpoint_fits(self) -> None:
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+        held = checkpoint.get("state_dict", {})
+        misfits = _misfits(held, self.model.state_dict(), self.model.strict_loading)
+        if not misfits:
+            return
+        hparams = dict(checkpoint.get("hyper_parameters", {}))
+        asked = dict(getattr(self.model, "hparams", {}))
+        asked["_class_path"] = hparams.get("_class_path")
+        raise ValueError(
+            f"--ckpt_path {ckpt_path} holds weights for {_describe(hparams)}, but the config "
+            f"builds {_describe(asked)} ({'; '.join(misfits[:3])}). To evaluate or resume it, "
+            "give the settings it was trained with (the config.yaml next to its logs) and data "
+            "with its classes; to train on other classes or channels, start a new fit from its "
+            f"weights instead: --model.init_args.weights {ckpt_path} (zoo.adapt fits the head "
+            "and the input channels), without --ckpt_path"
+        )
 
     def instantiate_trainer(self, **kwargs) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -309,7 +676,18 @@ def main(argv: list[str] | None = None) -> None:
     elif args[:1] == ["style"]:
         run_style(args[1:])
     else:
-        ZooCLI(args=argv)  # None: LightningCLI reads sys.argv itself
+        try:
+            ZooCLI(args=argv)  # None: LightningCLI reads sys.argv itself
+        except Exception as error:
+            # A class that could not be built, or a guarded stop: the message says what and
+            # how to fix it, so it is all the user sees (`ZooCLI(...)` in Python keeps the
+            # traceback). Other failures are bugs, with their traceback.
+            if not (getattr(error, "zoo_instantiating", False) or isinstance(error, NonFiniteLoss)):
+                raise
+            readable = isinstance(error, (ValueError, OSError, RuntimeError, ImportError))
+            message = str(error) if readable else f"{type(error).__name__}: {error}"
+            subcommand = next((a for a in args if a in ZooCLI.subcommands()), "")
+            raise SystemExit(f"zoo {subcommand}: {message}".replace("zoo : ", "zoo: ")) from error
 
 
 if __name__ == "__main__":
