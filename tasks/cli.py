@@ -52,6 +52,7 @@ import zoo
 from tasks.callbacks import AtomicCheckpointIO, NonFiniteLoss, NonFiniteLossGuard, SpeedUp
 from tasks.style import run_style
 from zoo.export import FORMATS, MIN_ONNX_OPSET, export_checkpoint
+from zoo.weights import read_torch_file
 
 __all__ = ["ZooCLI", "main"]
 
@@ -315,9 +316,11 @@ class ZooCLI(LightningCLI):
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
         asked = copy.deepcopy(self.config[subcommand].model)
-        hparams = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True).get(
-            "hyper_parameters", {}
-        )
+        try:
+            self._checkpoint = read_torch_file(ckpt_path)
+        except (ValueError, OSError) as error:  # empty, damaged, foreign or pickled code
+            self.parser.error(f"--ckpt_path: {error}")
+        hparams = self._checkpoint.get("hyper_parameters", {})
         trained_class = hparams.get("_class_path")
         if trained_class and asked.get("class_path") and trained_class != asked.class_path:
             self.parser.error(
@@ -445,7 +448,9 @@ class ZooCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+        checkpoint, self._checkpoint = getattr(self, "_checkpoint", None), None  # (read once)
+        if checkpoint is None:
+            return
         held = checkpoint.get("state_dict", {})
         misfits = _misfits(held, self.model.state_dict(), self.model.strict_loading)
         if not misfits:

@@ -115,22 +115,36 @@ def test_ckpt_path_keeps_the_checkpoint_arguments_by_default(lenet_checkpoint):
     assert cli.model.label_smoothing == 0.1  # the recipe's, which the checkpoint recorded
 
 
-def test_ckpt_path_applies_an_override_that_keeps_the_shapes(lenet_checkpoint, monkeypatch):
+@pytest.mark.parametrize(
+    "activation",
+    [
+        "--model.init_args.model_kwargs.activation=sigmoid",
+        "--model.model_kwargs={activation: sigmoid}",
+    ],
+    ids=["dotted", "dict"],
+)
+def test_ckpt_path_applies_an_override_that_keeps_the_shapes(
+    activation, lenet_checkpoint, monkeypatch
+):
     """Lightning parses the checkpoint's hyper-parameters over the config, which dropped these
-    overrides silently; they now apply, and the run says so."""
+    overrides silently; they now apply, and the run says so. A dict adds to the trained one."""
     said = []
     monkeypatch.setattr(tasks.cli, "rank_zero_info", said.append)
-    cli = _validate(
-        lenet_checkpoint,
-        "--model.init_args.label_smoothing=0.5",
-        "--model.init_args.model_kwargs.activation=sigmoid",
-    )
+    cli = _validate(lenet_checkpoint, "--model.init_args.label_smoothing=0.5", activation)
     assert cli.model.label_smoothing == 0.5
-    assert cli.model.model_kwargs["activation"] == "sigmoid"
+    kwargs = {"num_classes": 10, "in_channels": 1, "activation": "sigmoid", "pooling": "max"}
+    assert cli.model.model_kwargs == kwargs
     assert any(isinstance(m, nn.Sigmoid) for m in cli.model.model.modules())
     assert "val/loss" in cli.trainer.callback_metrics  # validated with the checkpoint's weights
     assert len(said) == 1 and "label_smoothing=0.5 (trained with 0.1)" in said[0]
-    assert "model_kwargs.activation='sigmoid' (trained with 'relu')" in said[0]
+    assert "'sigmoid'" in said[0] and "'relu'" in said[0]
+
+
+def test_ckpt_path_of_a_damaged_file_is_named(tmp_path, capsys):
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    with pytest.raises(SystemExit):
+        main(["validate", "--config", LENET, "--ckpt_path", str(tmp_path / "empty.ckpt")])
+    assert f"--ckpt_path: {tmp_path / 'empty.ckpt'} is empty (0 bytes)" in capsys.readouterr().err
 
 
 def test_ckpt_path_refuses_another_model(lenet_checkpoint):
