@@ -49,6 +49,32 @@ def lenet_checkpoint(tmp_path_factory) -> Path:
     return root / "checkpoints" / "best.ckpt"
 
 
+TINYSSD = str(CONFIGS / "detection" / "tinyssd_digitscenes.yaml")
+
+
+@pytest.fixture(scope="module")
+def tinyssd_run(tmp_path_factory) -> tuple[Path, list[str]]:
+    """best.ckpt of the TinySSD recipe after one step on 8 scenes, and its data flags."""
+    root = tmp_path_factory.mktemp("tinyssd")
+    data = ["--data.num_train=8", "--data.num_val=4", "--data.batch_size=4",
+            f"--data.root={root / 'scenes'}"]  # fmt: skip
+    steps = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=1"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        main(
+            [
+                "fit",
+                "--config",
+                TINYSSD,
+                *data,
+                *SHORT,
+                *steps,
+                f"--trainer.default_root_dir={root}",
+            ]
+        )
+    return root / "checkpoints" / "best.ckpt", data
+
+
 def _exit_message(argv: list[str]) -> str:
     """What ``zoo ARGV`` ends with, as the shell shows it (the SystemExit's text)."""
     with pytest.raises(SystemExit) as exit_info:
@@ -138,6 +164,22 @@ def test_ckpt_path_applies_an_override_that_keeps_the_shapes(
     assert "val/loss" in cli.trainer.callback_metrics  # validated with the checkpoint's weights
     assert len(said) == 1 and "label_smoothing=0.5 (trained with 0.1)" in said[0]
     assert "'sigmoid'" in said[0] and "'relu'" in said[0]
+
+
+def test_ckpt_path_applies_a_detector_decoding_override(tinyssd_run):
+    """The README's ``zoo validate ... --ckpt_path best.ckpt`` with another NMS and score
+    threshold: both reach the network, which holds the checkpoint's weights."""
+    checkpoint, data = tinyssd_run
+    override = "{per_class_nms: false, score_threshold: 0.2}"
+    cli = ZooCLI(
+        args=["validate", "--config", TINYSSD, *data, *SHORT, "--ckpt_path", str(checkpoint),
+              "--model.init_args.model_kwargs", override]
+    )  # fmt: skip
+    network = cli.model.model
+    assert (network.per_class_nms, network.score_threshold) == (False, 0.2)
+    held = torch.load(checkpoint, weights_only=True)["state_dict"]
+    assert all(torch.equal(value, held[key]) for key, value in cli.model.state_dict().items())
+    assert "val/map" in cli.trainer.callback_metrics
 
 
 def test_ckpt_path_of_a_damaged_file_is_named(tmp_path, capsys):
