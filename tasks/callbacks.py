@@ -101,13 +101,21 @@ class NonFiniteLossGuard(Callback):
             return
         value = loss.detach().float().item()
         seen = f"{value}" if not math.isfinite(value) else "non-finite on another process"
+        # The advice fits the run: fp16 overflows past 65504, bf16 has fp32's range.
+        precision = str(trainer.precision)
+        if precision.startswith("16"):
+            remedy = "or train in bf16-mixed instead of 16-mixed (fp16 overflows past 65504)"
+        elif precision.startswith("bf16"):
+            remedy = "or try 32-true precision to rule out bf16's coarse rounding"
+        else:
+            remedy = "or check the data for NaN or infinite values"
         raise NonFiniteLoss(
             f"the training loss is {seen} at step {trainer.global_step} (epoch "
-            f"{trainer.current_epoch}); training "
+            f"{trainer.current_epoch}, precision {precision}); training "
             "stopped before this step's update, so the weights and the last checkpoint are "
             "finite. Lower the learning rate (--model.init_args.optimizer.init_args.lr), clip "
-            "gradients (--trainer.gradient_clip_val 1.0), or train in bf16-mixed instead of "
-            "16-mixed (fp16 overflows past 65504); then resume with --ckpt_path last"
+            f"gradients (--trainer.gradient_clip_val 1.0), {remedy}; then resume with "
+            "--ckpt_path last"
         )
 
 

@@ -353,7 +353,10 @@ def test_bf16_overflow_stops_with_the_guard_message():
     with pytest.raises(NonFiniteLoss, match=r"the training loss is (nan|inf) at step [1-4]"):
         ZooCLI(args=["fit", "--config", LENET, *flags])
     message = _exit_message(["fit", "--config", LENET, *flags])
-    assert re.match(r"zoo fit: the training loss is (nan|inf) at step [1-4] \(epoch 0\)", message)
+    assert re.match(
+        r"zoo fit: the training loss is (nan|inf) at step [1-4] \(epoch 0, precision bf16-mixed\)",
+        message,
+    )
     assert "--trainer.gradient_clip_val" in message
 
 

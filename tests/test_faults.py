@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -147,7 +148,10 @@ def test_non_finite_loss_stops_before_the_update_with_advice(tmp_path):
         "softmax_regression", num_classes=3, in_channels=1, model_kwargs={"image_size": 8}
     )
     trainer = cpu_trainer(tmp_path, max_epochs=1, callbacks=[NonFiniteLossGuard()])
-    with pytest.raises(NonFiniteLoss, match=r"loss is nan at step 5 \(epoch 0\).*learning rate"):
+    with pytest.raises(
+        NonFiniteLoss,
+        match=r"loss is nan at step 5 \(epoch 0, precision 32-true\).*learning rate.*check the data",
+    ):
         trainer.fit(task, _nan_at_batch(5))
     assert trainer.global_step == 5
     assert all(torch.isfinite(p).all() for p in task.parameters())
@@ -159,6 +163,27 @@ def test_non_finite_loss_stops_before_the_update_with_advice(tmp_path):
     trainer = cpu_trainer(tmp_path, max_epochs=1, callbacks=[NonFiniteLossGuard(enabled=False)])
     trainer.fit(task, _nan_at_batch(5))  # unguarded, the NaN reaches the weights
     assert not all(torch.isfinite(p).all() for p in task.parameters())
+
+
+@pytest.mark.parametrize(
+    "precision, advice",
+    [
+        ("16-mixed", r"bf16-mixed instead of 16-mixed \(fp16 overflows past 65504\)"),
+        ("bf16-mixed", r"try 32-true precision"),
+        ("32-true", r"check the data for NaN"),
+    ],
+)
+def test_non_finite_loss_advice_fits_the_precision(precision, advice):
+    """fp16 (GPU only: Lightning runs 16-mixed as bf16 on a CPU) is told to switch to bf16,
+    whose range is fp32's; bf16 and fp32 runs get advice of their own."""
+    strategy = SimpleNamespace(reduce_boolean_decision=lambda decision, all: decision)
+    trainer = SimpleNamespace(
+        strategy=strategy, precision=precision, global_step=7, current_epoch=1
+    )
+    with pytest.raises(
+        NonFiniteLoss, match=rf"loss is inf at step 7 .*precision {precision}.*{advice}"
+    ):
+        NonFiniteLossGuard().on_before_backward(trainer, None, torch.tensor(float("inf")))
 
 
 def test_seeded_deterministic_runs_are_bit_identical(tmp_path):
