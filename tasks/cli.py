@@ -259,6 +259,15 @@ def _model_flags(argv: Sequence[str]) -> list[list[str]]:
     return paths
 
 
+def _lightning_names(ckpt_path: str) -> bool:
+    """Whether ``--ckpt_path`` is a name Lightning resolves itself or a remote URL."""
+    return (
+        ckpt_path in ("last", "best", "hpc")
+        or ckpt_path.startswith("registry")
+        or ("://" in ckpt_path)
+    )
+
+
 def _describe(hparams: dict[str, Any]) -> str:
     """``ImageClassifier(model='lenet', num_classes=10, in_channels=1)`` of hyper-parameters."""
     task = str(hparams.get("_class_path", "")).rsplit(".", 1)[-1] or "a task"
@@ -313,6 +322,12 @@ class ZooCLI(LightningCLI):
         # (see _check_checkpoint_fits), and a checkpoint of another task before.
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and not Path(ckpt_path).exists() and not _lightning_names(ckpt_path):
+            self.parser.error(
+                f"--ckpt_path: no checkpoint at {ckpt_path}; training writes them under "
+                "<trainer.default_root_dir>/checkpoints/ (best.ckpt, last.ckpt), and "
+                "--ckpt_path last resumes the run's latest"
+            )
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
         asked = copy.deepcopy(self.config[subcommand].model)

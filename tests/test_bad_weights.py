@@ -7,6 +7,7 @@ that names it, what was expected and the fix. Every entry point that reads a fil
 from __future__ import annotations
 
 import os
+import re
 import urllib.error
 import warnings
 from pathlib import Path
@@ -114,6 +115,32 @@ def test_malicious_checkpoint_refused_by_load_from_checkpoint(malicious):
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
+def test_malicious_checkpoint_refused_by_the_cli(
+    subcommand, malicious, tmp_path, monkeypatch, capsys
+):
+    """``zoo fit|validate|test|predict --ckpt_path``: refused while the command line is parsed
+    (Lightning reads the checkpoint's hyper-parameters then), before any training."""
+    path, marker = malicious
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main([subcommand, "--config", LENET_DIGITS, "--ckpt_path", str(path)])
+    assert exit_info.value.code not in (0, None)
+    assert re.search(REFUSED, capsys.readouterr().err)
+    assert not marker.exists() and not (tmp_path / "runs").exists()
+
+
+def test_malicious_checkpoint_refused_by_lightnings_reader(malicious, tmp_path):
+    """The checkpoint reader the zoo gives every run (``AtomicCheckpointIO``), as a plain
+    ``Trainer`` uses it, also from a URL, where Lightning would unpickle anything."""
+    from tasks import AtomicCheckpointIO
+
+    path, marker = malicious
+    with pytest.raises(ValueError, match=REFUSED):
+        AtomicCheckpointIO().load_checkpoint(path)
+    assert not marker.exists()
+
+
 def test_malicious_checkpoint_refused_by_zoo_export(malicious, capsys):
     path, marker = malicious
     with pytest.raises(SystemExit, match=r"zoo export: refused to load"):
@@ -150,7 +177,7 @@ def _damaged(checkpoint: Path, tmp_path: Path) -> dict[str, Path]:
 
 DAMAGED = {
     "empty": r"empty\.ckpt is empty \(0 bytes\).*Fetch or copy it again",
-    "truncated": r"cannot read .*truncated\.ckpt \([\d,]+ bytes\).*a zip archive cut short.*copy",
+    "truncated": r"cannot read .*truncated\.ckpt \([\d,]+ bytes\).*is a zip archive cut short.*copy",
     "text": r"cannot read .*text\.ckpt.*starts with b'model: l'.*another format",
     "jpeg": r"cannot read .*jpeg\.ckpt.*starts with b'\\xff\\xd8",
 }
@@ -168,10 +195,22 @@ def test_damaged_files_are_named_with_what_is_wrong(kind, checkpoint, tmp_path):
             load()
 
 
-def test_missing_checkpoint_through_the_cli(tmp_path, monkeypatch):
+@pytest.mark.parametrize("kind", ["empty", "truncated"])
+def test_damaged_checkpoint_through_the_cli(kind, checkpoint, tmp_path, monkeypatch, capsys):
+    path = _damaged(checkpoint, tmp_path)[kind]
     monkeypatch.chdir(tmp_path)
-    with pytest.raises((FileNotFoundError, SystemExit), match=r"no checkpoint at .*nope\.ckpt"):
+    with pytest.raises(SystemExit):
+        main(["validate", "--config", LENET_DIGITS, "--ckpt_path", str(path)])
+    assert re.search(DAMAGED[kind], capsys.readouterr().err)
+
+
+def test_missing_checkpoint_through_the_cli(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):
         main(["validate", "--config", LENET_DIGITS, "--ckpt_path", str(tmp_path / "nope.ckpt")])
+    assert re.search(
+        r"--ckpt_path: no checkpoint at .*nope\.ckpt.*--ckpt_path last", capsys.readouterr().err
+    )
 
 
 def test_safetensors_with_a_wrong_header(tmp_path):
@@ -268,6 +307,21 @@ def test_offline_url_weights(offline):
     assert not list(offline.glob("*")) if offline.exists() else True  # nothing half-written
 
 
+def test_offline_fine_tuning_recipe_from_the_cli(offline, tmp_path, monkeypatch):
+    """The recipe a newcomer runs first, offline: one message, no jsonargparse wrapper."""
+    from tests._image_files import write_photo_classes
+
+    write_photo_classes(tmp_path / "images")
+    monkeypatch.chdir(tmp_path)
+    recipe = str(CONFIGS / "finetune" / "resnet18_imagefolder.yaml")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", recipe, "--data.root", str(tmp_path / "images")])
+    message = str(exit_info.value)
+    assert "cannot download torchvision's weights ResNet18_Weights.IMAGENET1K_V1" in message
+    assert "--model.init_args.weights PATH" in message
+    assert "Does not validate against any of the Union subtypes" not in message
+
+
 # --- a bare state dict keeps its preprocessing ----------------------------------------------------
 
 
@@ -352,5 +406,5 @@ def test_bare_state_dict_of_unknown_origin_warns_and_takes_an_overlay(tmp_path):
         zoo.create_model(
             "lenet", weights=tmp_path / "lenet.pth", pretrained_cfg_overlay={"mena": 1}
         )
-    with pytest.raises(ValueError, match="pass weights= too"):
-        zoo.create_model("lenet", pretrained_cfg_overlay=overlay)
+    scratch = zoo.create_model("lenet", pretrained_cfg_overlay=overlay)  # as timm, also untrained
+    assert scratch.pretrained_cfg.std == [0.25] and scratch.pretrained_cfg.model == "lenet"
