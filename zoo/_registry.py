@@ -174,13 +174,12 @@ def create_model(
         (:class:`zoo.PretrainedConfig`: class names, mean/std, input size, source).
     """
     info = model_info(name)
-    if weights is None:
-        if pretrained_cfg_overlay is not None:
-            raise ValueError(
-                f"create_model({name!r}): pretrained_cfg_overlay describes trained weights; "
-                "pass weights= too (a model built from scratch has no preprocessing to describe)"
-            )
+    if weights is None and pretrained_cfg_overlay is None:
         return info.builder(**kwargs)
-    from zoo.weights import load_weights  # zoo.weights builds on this module: import on use
+    from zoo.weights import load_weights, scratch_config  # they build on this module
 
+    if weights is None:  # a config to train towards, e.g. the data's mean and std
+        model = info.builder(**kwargs)
+        model.pretrained_cfg = scratch_config(name, kwargs, pretrained_cfg_overlay)
+        return model
     return load_weights(info, weights, pretrained_cfg_overlay, **kwargs)

@@ -434,9 +434,15 @@ def _bare_file_config(
             "'class_names': [...]}), or share weights as `zoo export --format safetensors` "
             "files, which record them.",
             UserWarning,
-            stacklevel=5,
+            stacklevel=7,  # the caller of zoo.create_model
         )
     return cfg
+
+
+def scratch_config(name: str, kwargs: dict[str, Any], overlay: dict[str, Any]) -> PretrainedConfig:
+    """The :class:`PretrainedConfig` of a model built from scratch with ``overlay``'s fields."""
+    cfg = PretrainedConfig(model=name, model_kwargs=dict(kwargs))
+    return _overlaid(cfg, overlay)
 
 
 def _overlaid(cfg: PretrainedConfig, overlay: dict[str, Any]) -> PretrainedConfig:
@@ -539,7 +545,7 @@ def read_torch_file(path: str | Path, map_location: str | torch.device | None = 
 def _unreadable(path: Path, size: int, error: Exception) -> ValueError:
     with open(path, "rb") as file:
         head = file.read(8)
-    kind = "a zip archive cut short" if head.startswith(b"PK") else f"starts with {head!r}"
+    kind = "is a zip archive cut short" if head.startswith(b"PK") else f"starts with {head!r}"
     reason = str(error).splitlines()[0] if str(error) else ""
     return ValueError(
         f"cannot read {path} ({size:,} bytes) with torch.load ({type(error).__name__}: {reason}). "
