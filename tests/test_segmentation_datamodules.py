@@ -365,7 +365,9 @@ def test_bad_masks_name_the_file_and_the_fix(tmp_path: Path) -> None:
         _setup(VOCSegmentation(str(voc), classes=four, train_transforms="none"))  # in setup
     save_palette_png(masks / "2012_val_001.png", np.zeros((36, 32), dtype=np.uint8))
     datamodule = _setup(VOCSegmentation(str(voc), classes=four, train_transforms="none"))
-    save_palette_png(masks / "2012_val_001.png", np.zeros((30, 32), dtype=np.uint8))  # changed since
+    save_palette_png(
+        masks / "2012_val_001.png", np.zeros((30, 32), dtype=np.uint8)
+    )  # changed since
     with pytest.raises(ValueError, match=r"2012_val_001.png is 30 x 32 .* image .*2012_val_001.jpg"
                        " is 36 x 32"):  # fmt: skip
         datamodule.val_dataset[1]
