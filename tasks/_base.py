@@ -164,12 +164,14 @@ class ZooTask(LightningModule):
         return self.model(x)
 
     def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        if datamodule is not None:
+            self._check_data_fits(datamodule)
         # One input the data really yields (the first validation sample, else the first
         # training one): Lightning's ModelSummary runs it through the network and prints its
         # FLOPs (torch's FlopCounterMode; a multiply-add counts 2).
         if self.example_input_array is not None or not self._trainer:
             return
-        datamodule = getattr(self.trainer, "datamodule", None)
         for name in ("val_dataset", "train_dataset"):
             dataset = getattr(datamodule, name, None)
             if dataset is not None and len(dataset) > 0:
@@ -178,6 +180,24 @@ class ZooTask(LightningModule):
                 if isinstance(inputs, torch.Tensor):
                     self.example_input_array = inputs.unsqueeze(0)
                 return
+
+    def _check_data_fits(self, datamodule: Any) -> None:
+        # The CLI links these from the data; in Python they are given twice, and a mismatch
+        # would surface in the first step as cross-entropy's "Target 3 is out of bounds" or a
+        # convolution's channel error, after the data was read.
+        for key in ("num_classes", "in_channels"):
+            ours = self.model_kwargs.get(key)
+            try:
+                theirs = getattr(datamodule, key, None)
+            except (AttributeError, TypeError):  # (a property of data not set up)
+                continue
+            if isinstance(ours, int) and isinstance(theirs, int) and ours != theirs:
+                raise ValueError(
+                    f"{type(self).__name__} was built with {key}={ours}, but "
+                    f"{type(datamodule).__name__} has {key}={theirs}. Build the task with "
+                    f"{key}={theirs} (zoo fit links it from the data), or zoo.adapt the model "
+                    f"to the data's {key} when it comes from a checkpoint"
+                )
 
     def _shared_step(self, batch: Any, stage: str) -> torch.Tensor:
         """Loss of one batch, with the stage's metrics updated; each task defines it."""

@@ -156,6 +156,29 @@ def test_image_folder_every_file_unreadable_and_skipped(tmp_path: Path) -> None:
         _folder(tmp_path, skip_bad_files=True).setup("fit")
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"num_classes": 4}, r"num_classes=4, but ImageFolder has num_classes=10"),
+        ({"in_channels": 1}, r"in_channels=1, but ImageFolder has in_channels=3"),
+    ],
+    ids=["classes", "channels"],
+)
+def test_image_folder_that_disagrees_with_the_model(tmp_path: Path, kwargs, message) -> None:
+    """In Python the task and the data each state their classes and channels (the CLI links
+    them): a mismatch stops in setup, before a step, not as cross-entropy's "Target 7 is out of
+    bounds" or a convolution's channel error."""
+    from tasks import ImageClassifier
+    from tests._trainers import cpu_trainer
+
+    write_digit_classes(tmp_path / "digits", per_class=2)
+    task = ImageClassifier("lenet", **{"num_classes": 10, "in_channels": 3, **kwargs})
+    trainer = cpu_trainer(tmp_path, max_epochs=1)
+    with pytest.raises(ValueError, match=message + r".*Build the task with"):
+        trainer.fit(task, _folder(tmp_path / "digits", image_size=28, resize_size=28))
+    assert trainer.global_step == 0
+
+
 # -- ImageNetSubset ---------------------------------------------------------------------------
 
 
