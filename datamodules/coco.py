@@ -27,10 +27,10 @@ from typing import Any
 
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
-from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO as COCOApi
 
+from ._coco_checks import check_entries, check_image_size, checked_segmentation, is_number
 from .detection import AnnotationReport, DetectionAnnotation, DetectionDataModule
 from .segmentation import IGNORE_INDEX, SegmentationDataModule
 
@@ -72,7 +72,7 @@ def read_coco_annotations(path: Path) -> COCOApi:
             f"COCO annotation file {path} has no 'images' list; expected a COCO instances "
             "file with 'images', 'annotations' and 'categories'"
         )
-    _check_entries(dataset, path)
+    check_entries(dataset, path)
     coco = COCOApi()  # without a file name: pycocotools would read (and print) itself
     coco.dataset = dataset
     try:
@@ -85,84 +85,6 @@ def read_coco_annotations(path: Path) -> COCOApi:
             "'image_id' and 'category_id', categories 'id' and 'name'"
         ) from error
     return coco
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _is_count(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_polygon(polygon: Any) -> bool:
-    # sum() fails on anything but numbers, in C: COCO's 860,000 training polygons are checked
-    # in about a second, where a Python test of every coordinate would take forty.
-    if not isinstance(polygon, list):
-        return False
-    try:
-        sum(polygon)
-    except TypeError:
-        return False
-    return True
-
-
-def _repeated(ids: list[Any]) -> list[Any]:
-    counts = Counter(ids)
-    return sorted((id_ for id_, count in counts.items() if count > 1), key=str)
-
-
-def _check_entries(dataset: dict, path: Path) -> None:
-    """Refuse, naming the entry, what pycocotools would silently merge or what would fail
-    later: images without a usable id, file name or size; image or category ids given
-    twice (pycocotools keeps the last, so an image or a class would vanish); crowd flags
-    other than 0 and 1."""
-    for position, image in enumerate(dataset["images"]):
-        fields = image if isinstance(image, dict) else {}
-        bad = [
-            field
-            for field, ok in (
-                ("id", _is_count(fields.get("id"))),
-                ("file_name", isinstance(fields.get("file_name"), str) and fields["file_name"]),
-                ("height", _is_count(fields.get("height")) and fields["height"] > 0),
-                ("width", _is_count(fields.get("width")) and fields["width"] > 0),
-            )
-            if not ok
-        ]
-        if bad:
-            raise ValueError(
-                f"COCO annotation file {path}: images[{position}] ({str(image)[:80]}) lacks a "
-                f"valid {', '.join(bad)}; every image needs an integer 'id', a 'file_name' and "
-                "positive integer 'height' and 'width': fix the entry or remove it"
-            )
-    repeated = _repeated([image["id"] for image in dataset["images"]])
-    if repeated:
-        raise ValueError(
-            f"COCO annotation file {path}: image ids {repeated[:5]} appear more than once in "
-            "'images' (pycocotools would keep only the last); give every image its own id"
-        )
-    categories = dataset.get("categories") or []
-    if isinstance(categories, list):
-        for position, category in enumerate(categories):
-            fields = category if isinstance(category, dict) else {}
-            if not _is_count(fields.get("id")) or not isinstance(fields.get("name"), str):
-                raise ValueError(
-                    f"COCO annotation file {path}: categories[{position}] ({str(category)[:80]}) "
-                    "needs an integer 'id' and a 'name' string: fix the entry"
-                )
-        repeated = _repeated([category["id"] for category in categories])
-        if repeated:
-            raise ValueError(
-                f"COCO annotation file {path}: category ids {repeated[:5]} appear more than "
-                "once in 'categories'; give every category its own id"
-            )
-    for annotation in dataset.get("annotations") or []:
-        crowd = annotation.get("iscrowd", 0) if isinstance(annotation, dict) else 0
-        if crowd not in (0, 1):  # True and False compare equal to 1 and 0
-            raise ValueError(
-                f"COCO annotation file {path}: annotation {annotation.get('id')} has "
-                f"iscrowd={crowd!r}; it must be 0 (an object) or 1 (a crowd region)"
-            )
 
 
 def _valid_polygons(segmentation: list) -> list:
@@ -324,10 +246,10 @@ class COCO(_COCOFiles, DetectionDataModule):
             annotations = coco.imgToAnns.get(image_id, [])
             segmentations = None
             if self.masks:
-                _check_image_size(folder / image["file_name"], size, image_id, json_path)
+                check_image_size(folder / image["file_name"], size, image_id, json_path)
                 segmentations = []
                 for annotation in annotations:
-                    segmentation = _checked_segmentation(annotation, json_path, _MASKS_FIX, size)
+                    segmentation = checked_segmentation(annotation, json_path, _MASKS_FIX, size)
                     if isinstance(segmentation, list):
                         valid = _valid_polygons(segmentation)
                         polygons_dropped += len(segmentation) - len(valid)
@@ -359,99 +281,10 @@ _MASKS_FIX = (
 )
 
 
-def _checked_segmentation(
-    annotation: dict, json_path: Path, fix: str, size: tuple[int, int]
-) -> Any:
-    """The annotation's ``segmentation`` (polygons or RLE), else a ``ValueError`` ending in ``fix``.
-
-    Checked here, in ``setup``, so that pycocotools never fails on it in a DataLoader worker:
-    polygons must be lists of numbers, an RLE must have the image's ``size`` (``(height,
-    width)`` in the JSON) and counts pycocotools can read.
-    """
-    segmentation = annotation.get("segmentation")
-    if isinstance(segmentation, list) and all(map(_is_polygon, segmentation)):
-        return segmentation  # the common case, kept cheap: COCO has 860,000 of them
-    where = f"COCO: annotation {annotation.get('id')} in {json_path}"
-    if not isinstance(segmentation, list | dict) or (
-        isinstance(segmentation, dict) and not {"counts", "size"} <= segmentation.keys()
-    ):
-        raise ValueError(f"{where} has no instance mask ('segmentation': polygons or RLE); {fix}")
-    if isinstance(segmentation, list):
-        raise ValueError(
-            f"{where}: its segmentation {str(segmentation)[:60]} is not a list of polygons, "
-            "each a list of numbers [x1, y1, x2, y2, ...]; fix the annotation or remove it"
-        )
-    problem = _rle_problem(segmentation, size)
-    if problem:
-        raise ValueError(
-            f"{where}: its RLE segmentation {problem} (height x width, from the image's entry); "
-            "fix the annotation or the image's height and width"
-        )
-    return segmentation
-
-
-def _rle_problem(rle: dict, size: tuple[int, int]) -> str | None:
-    """What keeps pycocotools from decoding ``rle`` at ``size``, None if nothing."""
-    height, width = size
-    counts = rle["counts"]
-    if list(rle["size"]) != [height, width]:
-        return f"has size {rle['size']}, but its image is {height} x {width}"
-    if isinstance(counts, list):
-        valid = all(_is_count(c) and c >= 0 for c in counts) and sum(counts) == height * width
-        return None if valid else "has counts that are not run lengths summing to height x width"
-    if isinstance(counts, str | bytes):
-        runs = _compressed_runs(counts)
-        valid = runs is not None and min(runs, default=0) >= 0 and sum(runs) == height * width
-        return None if valid else "has counts that do not decode to height x width pixels"
-    return f"has counts of type {type(counts).__name__}, neither a list nor a string"
-
-
-def _compressed_runs(counts: str | bytes) -> list[int] | None:
-    """The run lengths of a compressed RLE string, None if it is not one. The decoding of
-    pycocotools' ``rleFrString``, which reads past a malformed string without noticing."""
-    text = counts.encode("ascii", "replace") if isinstance(counts, str) else counts
-    runs: list[int] = []
-    position = 0
-    while position < len(text):
-        value, shift, more = 0, 0, True
-        while more:
-            if position == len(text):
-                return None  # a run cut off mid-way
-            code = text[position] - 48
-            if not 0 <= code < 64:
-                return None  # a character outside the 64 the format uses
-            value |= (code & 0x1F) << 5 * shift
-            more = bool(code & 0x20)
-            position += 1
-            shift += 1
-            if not more and code & 0x10:
-                value |= -1 << 5 * shift
-        if len(runs) > 2:
-            value += runs[-2]
-        runs.append(value)
-    return runs
-
-
-def _check_image_size(path: Path, size: tuple[int, int], image_id: int, json_path: Path) -> None:
-    """Masks are decoded at the JSON's size: refuse, in ``setup``, an image file of another
-    size (boxes alone are clamped to the file instead, so only masks need this)."""
-    try:
-        with Image.open(path) as image:  # the header alone: no decoding
-            file_size = (image.height, image.width)
-    except Exception:  # an unreadable image: setup's file check names it
-        return
-    if file_size != size:
-        raise ValueError(
-            f"COCO: image {image_id} of {json_path} has height {size[0]} and width {size[1]}, "
-            f"but the file {path} is {file_size[0]} x {file_size[1]}; its masks cannot be "
-            "aligned with it: fix the height and width in the JSON"
-        )
-
-
 def _xyxy(box: Any) -> list[float]:
     # A missing or malformed bbox (not four numbers: too short, strings, null) becomes NaN,
     # which the report drops and counts as a box without numeric coordinates.
-    if not isinstance(box, list | tuple) or len(box) != 4 or not all(map(_is_number, box)):
+    if not isinstance(box, list | tuple) or len(box) != 4 or not all(map(is_number, box)):
         return [float("nan")] * 4
     x, y, width, height = (float(value) for value in box)
     return [x, y, x + width, y + height]
@@ -593,7 +426,7 @@ class COCOSegmentation(_COCOFiles, SegmentationDataModule):
         for image_id in sorted(coco.imgs):
             image = coco.imgs[image_id]
             size = (image["height"], image["width"])
-            _check_image_size(folder / image["file_name"], size, image_id, json_path)
+            check_image_size(folder / image["file_name"], size, image_id, json_path)
             segmentations, classes, crowd = [], [], []
             for annotation in coco.imgToAnns.get(image_id, []):
                 class_index = self._class_of.get(annotation["category_id"])
@@ -602,7 +435,7 @@ class COCOSegmentation(_COCOFiles, SegmentationDataModule):
                     if annotation["category_id"] not in self._names:
                         unknown.add(annotation["category_id"])
                     continue
-                segmentation = _checked_segmentation(annotation, json_path, _PAINT_FIX, size)
+                segmentation = checked_segmentation(annotation, json_path, _PAINT_FIX, size)
                 if isinstance(segmentation, list):
                     valid = _valid_polygons(segmentation)
                     counts["short polygons"] += len(segmentation) - len(valid)
