@@ -21,14 +21,10 @@ as VOC marks its object borders.
 
 from __future__ import annotations
 
-import glob
 import io
 import json
 import math
-import os
 import shutil
-import socket
-import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,12 +36,17 @@ from pycocotools import mask as mask_utils
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
+from ._scene_trees import (
+    FORMAT_VERSION,
+    MANIFEST,
+    inventory,
+    remove_stale_temporaries,
+    reusable,
+    temporary_name,
+)
+
 __all__ = ["Scene", "digit_pools", "render_scene", "voc_palette", "write_digit_scenes"]
 
-# Bump when the written files change for the same arguments: trees of an older version are
-# then refused by name instead of being silently reused.
-FORMAT_VERSION = 1
-MANIFEST = "scenes.json"
 _NUM_DIGIT_SAMPLES = 1797  # len(load_digits().target)
 # A digit's mask is its upsampled intensity above this share of its peak: it keeps the pen
 # strokes and drops the faint halo that bicubic upsampling spreads around them.
@@ -280,105 +281,6 @@ def _check_arguments(arguments: dict[str, Any]) -> None:
         raise ValueError("write_digit_scenes: " + "; ".join(problems))
 
 
-def _inventory(folder: Path) -> dict[str, list[int]]:
-    """``{sub-folder: [number of files, total bytes]}`` of a tree, the manifest left out: what
-    the manifest records of a finished tree, so that files deleted or truncated since (a
-    copy cut short, a full disk) are noticed."""
-    found = {}
-    for directory, _, names in os.walk(folder):
-        relative = Path(directory).relative_to(folder).as_posix()
-        files = [name for name in names if not (relative == "." and name == MANIFEST)]
-        if files:
-            size = sum(os.path.getsize(os.path.join(directory, name)) for name in files)
-            found[relative] = [len(files), size]
-    return dict(sorted(found.items()))
-
-
-def _damage(root: Path, recorded: dict[str, list[int]]) -> list[str]:
-    """How the files of ``root`` differ from the manifest's inventory ([] if they do not)."""
-    found = _inventory(root)
-    damage = []
-    for folder in sorted(set(found) | set(recorded)):
-        if folder not in recorded:
-            damage.append(f"{folder}/ holds files the manifest does not list")
-        elif found.get(folder) != list(recorded[folder]):
-            files, size = found.get(folder, [0, 0])
-            damage.append(
-                f"{folder}/ holds {files} files of {size} bytes, the manifest says "
-                f"{recorded[folder][0]} of {recorded[folder][1]}"
-            )
-    return damage
-
-
-def _temporary_name(root: Path, kind: str) -> Path:
-    # The host is part of the name: on a shared file system, a process id only means
-    # something on the machine that runs it.
-    return root.parent / f".{root.name}.{kind}-{socket.gethostname()}-{os.getpid()}"
-
-
-def _remove_stale_temporaries(root: Path) -> None:
-    """Remove the temporary folders that writers on this machine left when they were killed
-    (their process is gone); a folder being written by a live process is left alone."""
-    prefix = f".{root.name}.tmp-{socket.gethostname()}-"
-    for candidate in root.parent.glob(f"{glob.escape(prefix)}*"):
-        try:
-            os.kill(int(candidate.name.removeprefix(prefix)), 0)
-        except ProcessLookupError:  # the writer is dead: what it left is half a tree
-            shutil.rmtree(candidate, ignore_errors=True)
-        except (ValueError, OSError):  # not ours, or a live process of another user
-            continue
-
-
-def _reusable(root: Path, arguments: dict[str, Any], warn: bool = True) -> bool:
-    """True when ``root`` holds a finished tree of these arguments; False when it is absent, an
-    empty folder, or a tree of these arguments whose files no longer match its manifest (it
-    is then written again, with a warning); raises for anything else, which is never
-    overwritten."""
-    if not root.exists():
-        return False
-    if not root.is_dir():
-        raise ValueError(f"DigitScenes root {root} is a file, not a folder: choose another root")
-    manifest_path = root / MANIFEST
-    if not manifest_path.is_file():
-        if any(root.iterdir()):
-            raise ValueError(
-                f"DigitScenes root {root} holds other files and no {MANIFEST}: refusing to "
-                "write into it; choose an empty or new folder"
-            )
-        return False
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        stored, version = manifest["arguments"], manifest["format_version"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(
-            f"DigitScenes manifest {manifest_path} is unreadable ({error}): delete {root} to "
-            "write the scenes again"
-        ) from None
-    differences = [
-        f"{name}: {stored.get(name)!r} on disk, {arguments.get(name)!r} asked"
-        for name in sorted(set(stored) | set(arguments))
-        if stored.get(name) != arguments.get(name)
-    ]
-    if version != FORMAT_VERSION:
-        differences.insert(0, f"format_version: {version!r} on disk, {FORMAT_VERSION} written now")
-    if differences:
-        raise ValueError(
-            f"DigitScenes root {root} was written with other arguments ("
-            + "; ".join(differences)
-            + f"): delete {root} to write it again, or choose another root"
-        )
-    # Manifests written before the inventory existed cannot be checked: they are trusted.
-    damage = _damage(root, manifest["files"]) if "files" in manifest else []
-    if damage and warn:
-        warnings.warn(
-            f"DigitScenes root {root} is incomplete or damaged since it was written ("
-            + "; ".join(damage[:3])
-            + "): writing it again",
-            stacklevel=3,
-        )
-    return not damage
-
-
 def _jpeg_bytes(image: np.ndarray, quality: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
@@ -584,28 +486,28 @@ def write_digit_scenes(
             raise ValueError(f"write_digit_scenes: {name}={arguments[name]} must be (min, max)")
     _check_arguments(arguments)
     root = Path(root).expanduser()
-    if _reusable(root, arguments):
+    if reusable(root, arguments):
         return root
 
     root.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temporaries(root)
-    temporary = _temporary_name(root, "tmp")
+    remove_stale_temporaries(root)
+    temporary = temporary_name(root, "tmp")
     shutil.rmtree(temporary, ignore_errors=True)  # left by a killed run of this process id
     damaged = None
     try:
         manifest = _write_tree(temporary, arguments)
-        manifest["files"] = _inventory(temporary)
+        manifest["files"] = inventory(temporary)
         # The manifest, written last, marks the tree complete; the rename below publishes
         # it at once, so no reader ever sees a tree that is half written.
         (temporary / MANIFEST).write_text(json.dumps(manifest))
         if (root / MANIFEST).is_file():
-            # A damaged tree of these arguments (_reusable said so), unless another process
+            # A damaged tree of these arguments (reusable said so), unless another process
             # (a second DDP rank) has replaced it meanwhile: moved aside, removed once the
             # new tree is in place.
-            if _reusable(root, arguments, warn=False):
+            if reusable(root, arguments, warn=False):
                 shutil.rmtree(temporary)
                 return root
-            damaged = _temporary_name(root, "damaged")
+            damaged = temporary_name(root, "damaged")
             root.rename(damaged)
         elif root.is_dir():
             root.rmdir()  # empty, checked above; rename cannot replace a folder everywhere
@@ -613,7 +515,7 @@ def write_digit_scenes(
             temporary.rename(root)
         except OSError:
             # Another process (e.g. a second DDP rank) may have finished the same tree first.
-            if not _reusable(root, arguments):
+            if not reusable(root, arguments):
                 raise
             shutil.rmtree(temporary)
     except BaseException:

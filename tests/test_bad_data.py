@@ -656,13 +656,14 @@ def _contents(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-# scenes.py loaded alone (it imports no other module of the package): no torch or Lightning
-# to import, so the child starts in a second rather than ten.
+# The scene writer imported without the package's __init__ (scenes.py and _scene_trees.py
+# need neither torch nor Lightning), so the child starts in a second rather than ten.
 _KILLED_WRITER = """
-import importlib.util, os, signal, sys
-spec = importlib.util.spec_from_file_location("scenes", "datamodules/scenes.py")
-scenes = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(scenes)
+import os, signal, sys, types
+package = types.ModuleType("datamodules")
+package.__path__ = ["datamodules"]
+sys.modules["datamodules"] = package
+from datamodules import scenes
 calls = []
 def killed(*args):
     calls.append(args)
