@@ -109,12 +109,11 @@ class SegmentationFileDataset(ImageFileDataset):
 
     def _apply(self, image: np.ndarray, target: Any) -> tuple[Tensor, Tensor]:
         mask = self.read_mask(target)
-        # setup checked the mask files already; this catches files changed since.
-        problem = mask_problem(
-            mask, image.shape[:2], self.num_classes, target, self._path_of(target)
-        )
-        if problem:
-            raise ValueError(problem)
+        # setup checked the mask files already; this catches files changed since. The image's
+        # path is looked up (a scan of the samples) only to word a problem.
+        if mask_problem(mask, image.shape[:2], self.num_classes, target, ""):
+            path = self._path_of(target)
+            raise ValueError(mask_problem(mask, image.shape[:2], self.num_classes, target, path))
         out = self.transform(image=image, mask=mask)
         return out["image"], torch.as_tensor(out["mask"], dtype=torch.int64)
 
