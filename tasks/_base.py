@@ -189,7 +189,7 @@ class ZooTask(LightningModule):
             ours = self.model_kwargs.get(key)
             try:
                 theirs = getattr(datamodule, key, None)
-            except (AttributeError, TypeError):  # (a property of data not set up)
+            except TypeError:  # (a property of data not set up: len(None))
                 continue
             if isinstance(ours, int) and isinstance(theirs, int) and ours != theirs:
                 raise ValueError(
@@ -329,7 +329,10 @@ class ZooTask(LightningModule):
             path = Path(checkpoint_path) if isinstance(checkpoint_path, (str, Path)) else None
             if path is None or not path.is_file():
                 raise
-            contents = read_torch_file(path)  # raises the file's own problem, if it has one
+            if weights_only is False:  # a file the caller trusts: read it as they asked
+                contents = torch.load(path, map_location="cpu", weights_only=False)
+            else:
+                contents = read_torch_file(path)  # raises the file's own problem, if it has one
             if isinstance(error, RuntimeError) and "loading state_dict" in str(error):
                 raise ValueError(_misfit_message(cls, path, contents, kwargs, error)) from error
             raise

@@ -7,6 +7,7 @@ that names it, what was expected and the fix. Every entry point that reads a fil
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import urllib.error
 import warnings
@@ -138,6 +139,22 @@ def test_malicious_checkpoint_refused_by_lightnings_reader(malicious, tmp_path):
     path, marker = malicious
     with pytest.raises(ValueError, match=REFUSED):
         AtomicCheckpointIO().load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_raw_pickle_dump_is_refused_unrun(protocol, tmp_path):
+    """A payload written with pickle.dump, not torch.save: at protocol 2 torch's safe reader
+    names the object; at 4 and 5 it stops at an opcode ("Unsupported operand 149"), which
+    is refused as well, not called a damaged file."""
+    marker = tmp_path / "PWNED"
+    path = tmp_path / "raw.pth"
+    with open(path, "wb") as file:
+        pickle.dump({"weight": _Payload(marker)}, file, protocol=protocol)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's note on the protocol
+        with pytest.raises(ValueError, match=r"refused to load .*raw\.pth: it .*Nothing in it"):
+            zoo.create_model("lenet", weights=path)
     assert not marker.exists()
 
 
@@ -307,6 +324,26 @@ def test_offline_url_weights(offline):
     assert not list(offline.glob("*")) if offline.exists() else True  # nothing half-written
 
 
+@pytest.mark.parametrize(
+    "error", [PermissionError(13, "Permission denied"), OSError(28, "No space left on device")]
+)
+def test_a_cache_that_cannot_be_written_is_not_called_offline(error, monkeypatch, tmp_path):
+    """Only network errors mean "offline": a cache folder without write permission or a full
+    disk reach the user as themselves, not as advice to copy the file by hand."""
+
+    def fails(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(WeightsEnum, "get_state_dict", fails)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", fails)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    for weights in ("torchvision", "https://example.org/models/lenet-0123abcd.pth"):
+        name = "resnet18" if weights == "torchvision" else "lenet"
+        with pytest.raises(type(error)) as caught:
+            zoo.create_model(name, weights=weights)
+        assert not isinstance(caught.value, WeightsUnavailable)
+
+
 def test_offline_fine_tuning_recipe_from_the_cli(offline, tmp_path, monkeypatch):
     """The recipe a newcomer runs first, offline: one message, no jsonargparse wrapper."""
     from tests._image_files import write_photo_classes
@@ -408,3 +445,7 @@ def test_bare_state_dict_of_unknown_origin_warns_and_takes_an_overlay(tmp_path):
         )
     scratch = zoo.create_model("lenet", pretrained_cfg_overlay=overlay)  # as timm, also untrained
     assert scratch.pretrained_cfg.std == [0.25] and scratch.pretrained_cfg.model == "lenet"
+    grey = zoo.create_model("lenet", in_channels=1, pretrained_cfg_overlay=overlay)
+    assert grey.pretrained_cfg.in_channels == 1  # transforms() turns images grey for it
+    photo = _photo().resize((28, 28))
+    assert grey(grey.pretrained_cfg.transforms()(photo).unsqueeze(0)).shape == (1, 10)

@@ -180,6 +180,6 @@ def create_model(
 
     if weights is None:  # a config to train towards, e.g. the data's mean and std
         model = info.builder(**kwargs)
-        model.pretrained_cfg = scratch_config(name, kwargs, pretrained_cfg_overlay)
+        model.pretrained_cfg = scratch_config(name, model, kwargs, pretrained_cfg_overlay)
         return model
     return load_weights(info, weights, pretrained_cfg_overlay, **kwargs)

@@ -90,12 +90,23 @@ def read_torch_file(path: str | Path, map_location: str | torch.device | None = 
     except pickle.UnpicklingError as error:
         # weights_only's refusal names the first object it refused: "unsupported GLOBAL
         # posix.system ..."; other unpickling errors are files that are no pickle at all.
+        # A pickle the safe reader stops on for another reason (a raw pickle.dump of protocol
+        # 4 or 5: "Unsupported operand 149") is refused the same way: it is read by nothing.
         found = re.search(r"GLOBAL (\S+)", str(error))
-        if found is None:
+        unsupported = re.search(r"WeightsUnpickler error: \s*(.+)", str(error))
+        with open(path, "rb") as file:
+            pickled = file.read(1) == b"\x80"  # PROTO, the first opcode of protocols 2 to 5
+        if found is None and not (unsupported and pickled):
             raise _unreadable(path, size, error) from error
+        what = (
+            "it holds pickled Python objects, not only tensors and plain data (the first is "
+            f"{found.group(1)})"
+            if found
+            else "it is a pickle that torch's safe reader cannot read (it stopped at: "
+            f"{unsupported.group(1).strip()}), not a torch.save file of tensors and plain data"
+        )
         raise ValueError(
-            f"refused to load {path}: it holds pickled Python objects, not only tensors and plain "
-            f"data (the first is {found.group(1)}), and unpickling them could run code "
+            f"refused to load {path}: {what}, and unpickling it could run code "
             "from the file. Nothing in it was run. The zoo reads state dicts, zoo checkpoints and "
             ".safetensors files; if you made this file yourself, save model.state_dict() instead, "
             "or export the checkpoint with `zoo export --format safetensors`"

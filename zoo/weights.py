@@ -10,6 +10,7 @@ and the preprocessing its weights expect.
 from __future__ import annotations
 
 import re
+import urllib.error
 import warnings
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -146,6 +147,10 @@ _SHAPE_KWARGS = ("num_classes", "in_channels")
 # torchvision's convention (torch.hub.load_state_dict_from_url(check_hash=True)): the file name
 # ends in the first 8 or more hex digits of its SHA-256, e.g. resnet18-f37072fd.pth.
 _HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.\w+$")
+# What a download that cannot reach its server raises: urllib's URLError (no route, a name
+# not resolved, a proxy's HTTP refusal), socket timeouts, connections reset. Other OSErrors (a
+# cache folder without write permission, a full disk) are not "offline" and keep their own.
+_NETWORK_ERRORS = (urllib.error.URLError, TimeoutError, ConnectionError)
 _URL_SCHEMES = ("http://", "https://", "file://")
 _WEIGHTS_FORMS = (
     "None, 'torchvision', 'torchvision:<Enum>.<ENTRY>', a path to a .pth/.pt/.ckpt/.safetensors "
@@ -271,7 +276,7 @@ def _load_torchvision(
         )
     try:
         state = tv_weights.get_state_dict(progress=True, check_hash=True, weights_only=True)
-    except OSError as error:  # urllib's URLError, socket timeouts, a proxy's refusal
+    except _NETWORK_ERRORS as error:
         what = f"torchvision's weights {entry} for {info.name!r}"
         raise WeightsUnavailable(what, tv_weights.url, error) from error
     cfg, native = _torchvision_config(info, tv_weights)
@@ -438,9 +443,13 @@ def _bare_file_config(
     return cfg
 
 
-def scratch_config(name: str, kwargs: dict[str, Any], overlay: dict[str, Any]) -> PretrainedConfig:
-    """The :class:`PretrainedConfig` of a model built from scratch with ``overlay``'s fields."""
+def scratch_config(
+    name: str, model: nn.Module, kwargs: dict[str, Any], overlay: dict[str, Any]
+) -> PretrainedConfig:
+    """The :class:`PretrainedConfig` of ``model``, built from scratch, with ``overlay``'s
+    fields (its input channels are the network's, so ``transforms()`` turns grey for 1)."""
     cfg = PretrainedConfig(model=name, model_kwargs=dict(kwargs))
+    cfg.in_channels = getattr(model, "in_channels", cfg.in_channels)
     return _overlaid(cfg, overlay)
 
 
@@ -566,7 +575,7 @@ def _download(url: str) -> Path:
         cached.parent.mkdir(parents=True, exist_ok=True)
         try:
             torch.hub.download_url_to_file(url, str(cached), hash_prefix=match.group(1))
-        except OSError as error:  # no network, a proxy: say where the file would be read from
+        except _NETWORK_ERRORS as error:  # say where the file would be read from
             if url.startswith("file://"):
                 raise FileNotFoundError(f"cannot read {url} ({error})") from error
             raise WeightsUnavailable(f"the weights {filename}", url, error) from error
