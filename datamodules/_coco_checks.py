@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+from ._files import header_size
 
 __all__ = ["check_entries", "check_image_size", "checked_segmentation", "is_number"]
 
@@ -169,12 +169,8 @@ def _compressed_runs(counts: str | bytes) -> list[int] | None:
 def check_image_size(path: Path, size: tuple[int, int], image_id: int, json_path: Path) -> None:
     """Masks are decoded at the JSON's size: refuse, in ``setup``, an image file of another
     size (boxes alone are clamped to the file instead, so only masks need this)."""
-    try:
-        with Image.open(path) as image:  # the header alone: no decoding
-            file_size = (image.height, image.width)
-    except Exception:  # an unreadable image: setup's file check names it
-        return
-    if file_size != size:
+    file_size = header_size(path)
+    if file_size is not None and file_size != size:
         raise ValueError(
             f"COCO: image {image_id} of {json_path} has height {size[0]} and width {size[1]}, "
             f"but the file {path} is {file_size[0]} x {file_size[1]}; its masks cannot be "

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, get_worker_info
 
 from ._base import SplitDataModule
 
-__all__ = ["FileDataModule", "ImageFileDataset", "find_bad_images", "load_image"]
+__all__ = ["FileDataModule", "ImageFileDataset", "find_bad_images", "header_size", "load_image"]
 
 
 # 16-bit modes PIL opens grey PNGs and TIFFs in. PIL's own convert("L") clips them at 255
@@ -55,6 +55,16 @@ def load_image(path: str | os.PathLike[str], in_channels: int = 3) -> np.ndarray
             "the file, or set skip_bad_files: true (--data.skip_bad_files true) to skip it"
         ) from error
     return array[..., None] if in_channels == 1 else array
+
+
+def header_size(path: Path) -> tuple[int, int] | None:
+    """``(height, width)`` of an image file from its header (nothing is decoded), or None
+    when it cannot be read: :func:`find_bad_images` names such a file, in ``setup``."""
+    try:
+        with Image.open(path) as image:
+            return image.height, image.width
+    except Exception:
+        return None
 
 
 def _check_image(path: Path) -> str | None:
@@ -266,11 +276,12 @@ class FileDataModule(SplitDataModule):
         kept = [sample for sample in samples if sample[0] not in bad_paths]
         if not kept:
             # Caught here, not by the sampler or the split as "num_samples=0".
-            skipped = f" ({len(samples)} listed, all unreadable and skipped)" if samples else ""
-            raise ValueError(
-                f"{type(self).__name__}: the {split} split has no images{skipped}; "
-                f"{self._empty_split_fix(split)}"
+            fix = (
+                f" ({len(samples)} listed, all unreadable and skipped): replace the files"
+                if samples
+                else f"; {self._empty_split_fix(split)}"
             )
+            raise ValueError(f"{type(self).__name__}: the {split} split has no images{fix}")
         return kept
 
     def _empty_split_fix(self, split: str) -> str:

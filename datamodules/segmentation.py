@@ -32,7 +32,7 @@ from PIL import Image
 from torch import Tensor
 
 from . import transforms
-from ._files import FileDataModule, ImageFileDataset
+from ._files import FileDataModule, ImageFileDataset, header_size
 from .scenes import voc_palette
 
 __all__ = [
@@ -164,11 +164,6 @@ def collate_segmentation(batch: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor
     return images, masks
 
 
-def _image_size(path: Path) -> tuple[int, int]:
-    with Image.open(path) as image:  # the header alone: no decoding
-        return image.height, image.width
-
-
 class SegmentationDataModule(FileDataModule):
     """Base of the semantic-segmentation datamodules read from files (VOC, COCO, DigitScenes).
 
@@ -283,10 +278,7 @@ class SegmentationDataModule(FileDataModule):
         read = self._mask_reader()
         problems = []
         for image_path, target in samples:
-            try:
-                image_size = _image_size(image_path)
-            except Exception:  # an unreadable image: setup's file check names it
-                image_size = None
+            image_size = header_size(image_path)  # None: unreadable, named by the file check
             problem = mask_problem(read(target), image_size, self.num_classes, target, image_path)
             if problem:
                 problems.append(problem)
@@ -303,7 +295,7 @@ class SegmentationDataModule(FileDataModule):
         height, width = self.crop_size  # type: ignore[misc]  # a cropping preset has one
         kept = []
         for path, target in samples:
-            image_height, image_width = _image_size(path)
+            image_height, image_width = header_size(path) or (0, 0)  # unreadable: dropped
             if image_height >= height and image_width >= width:
                 kept.append((path, target))
         rank_zero_info(

@@ -20,9 +20,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, ClassVar
 
-from PIL import Image
-
-from ._files import find_bad_images
+from ._files import find_bad_images, header_size
 from .detection import AnnotationReport, DetectionAnnotation, DetectionDataModule
 from .segmentation import SegmentationDataModule
 
@@ -71,14 +69,6 @@ def read_voc_xml(path: Path) -> VOCRecord:
         difficult = node.findtext("difficult", "0").strip()
         objects.append((node.findtext("name", "").strip(), corners, int(difficult == "1")))
     return size, objects
-
-
-def _header_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as image:
-            return image.height, image.width
-    except Exception:  # an unreadable image: setup's file check reports it; clamp nothing
-        return 2**31 - 1, 2**31 - 1
 
 
 class _VOCLayout:
@@ -223,7 +213,8 @@ class VOCDetection(_VOCLayout, DetectionDataModule):
         for position, (image_name, (size, objects)) in enumerate(records):
             path = images / f"{image_name}.jpg"
             if size is None:  # the XML lacks a usable <size>: the image's header has it
-                size = _header_size(path)
+                # (an unreadable image is named by setup's file check; clamp nothing)
+                size = header_size(path) or (2**31 - 1, 2**31 - 1)
             annotation = report.add_image(
                 position,
                 size,

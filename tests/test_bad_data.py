@@ -152,7 +152,7 @@ def test_image_folder_every_file_unreadable_and_skipped(tmp_path: Path) -> None:
     (tmp_path / "a" / "0.jpg").write_bytes(b"")
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "0.png").write_bytes(b"not a png")
-    with pytest.raises(ValueError, match=r"train split has no images \(2 listed, all unreadable"):
+    with pytest.raises(ValueError, match=r"train split has no images \(2 listed, all unreadable and skipped\): replace the files$"):
         _folder(tmp_path, skip_bad_files=True).setup("fit")
 
 
