@@ -60,6 +60,12 @@ __all__ = ["ZooCLI", "main"]
 LINKS = (("num_classes", "num_classes"), ("in_channels", "in_channels"), ("classes", "class_names"))
 
 
+# What a class's __init__ raises for bad input (a value, a missing or unreadable file, an
+# optional package not installed, a keyword the builder does not take): the command ends with
+# its message alone. Anything else is a bug and keeps its traceback.
+_INPUT_ERRORS = (ValueError, OSError, ImportError, TypeError)
+
+
 def _checkpoint_dir(default_root_dir: str | None) -> str | None:
     return None if default_root_dir is None else f"{default_root_dir}/checkpoints"
 
@@ -137,10 +143,16 @@ class ZooCLI(LightningCLI):
             return
         asked = copy.deepcopy(self.config[subcommand].model)
         try:
-            self._checkpoint = read_torch_file(ckpt_path)
+            checkpoint = read_torch_file(ckpt_path)
         except (ValueError, OSError) as error:  # empty, damaged, foreign or pickled code
             self.parser.error(f"--ckpt_path: {error}")
-        hparams = self._checkpoint.get("hyper_parameters", {})
+        # Kept until the model is built, to compare shapes: the weights and hyper-parameters
+        # only (an optimizer's state can be twice the weights; Lightning reads the file again).
+        self._checkpoint = {
+            key: checkpoint.get(key, {}) for key in ("state_dict", "hyper_parameters")
+        }
+        del checkpoint
+        hparams = self._checkpoint["hyper_parameters"]
         trained_class = hparams.get("_class_path")
         if trained_class and asked.get("class_path") and trained_class != asked.class_path:
             self.parser.error(
@@ -230,6 +242,8 @@ class ZooCLI(LightningCLI):
             error = unwrapped(wrapped)
         else:
             return
+        if not isinstance(error, _INPUT_ERRORS):  # a bug: its traceback is what helps
+            raise error
         ckpt_path, hparams, applied = getattr(self, "_ckpt_overrides", (None, {}, []))
         if applied and getattr(self, "model", None) is None:  # checkpoint's + command line's
             cause, error = (

@@ -128,6 +128,18 @@ def test_errors_while_training_keep_their_traceback(monkeypatch):
         main(["fit", "--config", LENET, "--config", SMOKE])
 
 
+def test_a_bug_while_building_keeps_its_traceback(monkeypatch):
+    """Bad input (ValueError, OSError, ImportError, TypeError) ends in one line; a KeyError
+    raised inside a class's __init__ is a bug, and reaches the user as itself."""
+
+    def broken_init(self, *args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(tasks.ImageClassifier, "__init__", broken_init)
+    with pytest.raises(KeyError, match="a bug"):
+        main(["fit", "--config", LENET, "--config", SMOKE])
+
+
 # 2. --ckpt_path with model arguments on the command line.
 
 
