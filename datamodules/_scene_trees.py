@@ -72,15 +72,17 @@ def temporary_name(root: Path, kind: str) -> Path:
 
 def remove_stale_temporaries(root: Path) -> None:
     """Remove the temporary folders that writers on this machine left when they were killed
-    (their process is gone); a folder being written by a live process is left alone."""
-    prefix = f".{root.name}.tmp-{socket.gethostname()}-"
-    for candidate in root.parent.glob(f"{glob.escape(prefix)}*"):
-        try:
-            os.kill(int(candidate.name.removeprefix(prefix)), 0)
-        except ProcessLookupError:  # the writer is dead: what it left is half a tree
-            shutil.rmtree(candidate, ignore_errors=True)
-        except (ValueError, OSError):  # not ours, or a live process of another user
-            continue
+    (their process is gone): half-written trees (``tmp``) and damaged trees moved aside to be
+    replaced (``damaged``); a folder of a live process is left alone."""
+    for kind in ("tmp", "damaged"):
+        prefix = f".{root.name}.{kind}-{socket.gethostname()}-"
+        for candidate in root.parent.glob(f"{glob.escape(prefix)}*"):
+            try:
+                os.kill(int(candidate.name.removeprefix(prefix)), 0)
+            except ProcessLookupError:  # the writer is dead: nothing will finish with it
+                shutil.rmtree(candidate, ignore_errors=True)
+            except (ValueError, OSError):  # not ours, or a live process of another user
+                continue
 
 
 def reusable(root: Path, arguments: dict[str, Any], warn: bool = True) -> bool:

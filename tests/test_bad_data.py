@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import signal
@@ -152,7 +153,10 @@ def test_image_folder_every_file_unreadable_and_skipped(tmp_path: Path) -> None:
     (tmp_path / "a" / "0.jpg").write_bytes(b"")
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "0.png").write_bytes(b"not a png")
-    with pytest.raises(ValueError, match=r"train split has no images \(2 listed, all unreadable and skipped\): replace the files$"):
+    with pytest.raises(
+        ValueError,
+        match=r"train split has no images \(2 listed, all unreadable and skipped\): replace the files$",
+    ):
         _folder(tmp_path, skip_bad_files=True).setup("fit")
 
 
@@ -687,6 +691,25 @@ def test_digit_scenes_writer_killed_mid_write_is_rewritten(
     DigitScenes(str(root), **TINY).prepare_data()
     assert _contents(root) == clean_tree
     assert [path.name for path in tmp_path.iterdir()] == ["digits"]  # the half tree is gone
+
+
+def test_digit_scenes_folders_of_dead_writers_are_removed(
+    tmp_path: Path, clean_tree: dict[str, bytes]
+) -> None:
+    """A writer killed while replacing a damaged tree leaves it moved aside (``.damaged-``) and
+    its half-written successor (``.tmp-``); the next write removes both, not a live one's."""
+    import socket
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    host = socket.gethostname()
+    left = [tmp_path / f".digits.{kind}-{host}-{dead}" for kind in ("tmp", "damaged")]
+    alive = tmp_path / f".digits.tmp-{host}-{os.getppid()}"  # a live process (our parent)
+    for folder in (*left, alive):
+        (folder / "coco").mkdir(parents=True)
+    DigitScenes(str(tmp_path / "digits"), **TINY).prepare_data()
+    assert _contents(tmp_path / "digits") == clean_tree
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([alive.name, "digits"])
 
 
 @pytest.mark.parametrize("damage", ["deleted", "truncated"])
