@@ -5,8 +5,7 @@ nothing (``torch.optim.Adamm``) lists what its module has, and ``--a.b.c=null`` 
 ``init_args`` arrives as None, not as the string "None". :func:`check_config_files` names a
 ``--config`` file that does not exist with the files beside it; :func:`unwrapped` takes the
 exception a class raised out of jsonargparse's Union wrappers; :func:`model_flags` tells which
-model arguments a command line sets (``--ckpt_path`` keeps them); :func:`quiet_lightning_chatter`
-silences Lightning's adverts and its own deprecations, and nothing else.
+model arguments a command line sets (``--ckpt_path`` keeps them).
 """
 
 from __future__ import annotations
@@ -14,9 +13,7 @@ from __future__ import annotations
 import contextvars
 import difflib
 import inspect
-import logging
 import sys
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -31,37 +28,8 @@ __all__ = [
     "check_config_files",
     "locate",
     "model_flags",
-    "quiet_lightning_chatter",
     "unwrapped",
 ]
-
-
-# Lightning's own chatter that a zoo run does not act on: its adverts for its cloud logger and
-# checkpoint uploader (litlogger, litmodels; printed by every Trainer) and a deprecation inside
-# Lightning that torch 2.10+ reports on every validation loop (LeafSpec). Each is matched by its
-# text and where it comes from, so every other message and warning stays.
-_LIGHTNING_TIPS = "💡 Tip: For seamless cloud"
-RANK_ZERO_LOGGERS = (
-    "lightning.pytorch.utilities.rank_zero",
-    "lightning.fabric.utilities.rank_zero",
-)
-
-
-def _not_a_lightning_tip(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith(_LIGHTNING_TIPS)
-
-
-def quiet_lightning_chatter() -> None:
-    for name in RANK_ZERO_LOGGERS:
-        logger = logging.getLogger(name)
-        if _not_a_lightning_tip not in logger.filters:
-            logger.addFilter(_not_a_lightning_tip)
-    warnings.filterwarnings(
-        "ignore",
-        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-        category=FutureWarning,
-        module=r"lightning\.pytorch\.utilities\._pytree",
-    )
 
 
 def _causes(error: BaseException | None) -> Iterator[BaseException]:

@@ -59,10 +59,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, path: _PATH, map_location: Any | None = "cpu", weights_only: bool | None = None
     ) -> dict[str, Any]:
         """Onto the CPU, as Lightning's reader (a GPU run resumes on a machine without one, and
-        DDP ranks do not all load onto the first GPU). Tensors and plain data only, unless the caller says ``weights_only=False``: Lightning
-        leaves ``None`` to torch, which unpickles anything for ``http(s)://`` checkpoints and
-        wherever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` is set. Local files get
-        :func:`zoo.weights.read_torch_file`'s messages for empty, damaged or foreign files."""
+        DDP ranks do not all load onto the first GPU). Tensors and plain data only, unless the
+        caller says ``weights_only=False``: Lightning leaves ``None`` to torch, which unpickles
+        anything for ``http(s)://`` checkpoints and wherever ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``
+        is set. Local files get :func:`zoo.weights.read_torch_file`'s messages for empty,
+        damaged or foreign files."""
         if weights_only is False:  # an explicit choice for a trusted file
             return super().load_checkpoint(path, map_location, weights_only=False)
         if not isinstance(get_filesystem(path), LocalFileSystem):

@@ -16,19 +16,20 @@ loss), a ``speedup`` group (channels-last, ``torch.compile``) and, with a logger
 Bad input ends in one message that names the value and the fix: a class that cannot be built
 (an unknown model name, a missing weights file, an optimizer argument out of range) ends
 ``zoo fit: <the class's own message>``; an unknown import path or config file lists what exists
-(:mod:`tasks._parser`);
-``--ckpt_path`` keeps the command line's model arguments and refuses a checkpoint whose weights
-do not fit the network the config builds.
+(:mod:`tasks._parser`); ``--ckpt_path`` keeps the command line's model arguments and refuses a
+checkpoint whose weights do not fit the network the config builds.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import logging
 import os
 import re
 import statistics
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,6 @@ from tasks._parser import (
     check_config_files,
     locate,
     model_flags,
-    quiet_lightning_chatter,
     unwrapped,
 )
 from tasks.callbacks import AtomicCheckpointIO, NonFiniteLoss, NonFiniteLossGuard, SpeedUp
@@ -64,6 +64,34 @@ LINKS = (("num_classes", "num_classes"), ("in_channels", "in_channels"), ("class
 # optional package not installed, a keyword the builder does not take): the command ends with
 # its message alone. Anything else is a bug and keeps its traceback.
 _INPUT_ERRORS = (ValueError, OSError, ImportError, TypeError)
+
+
+# Lightning's own chatter that a zoo run does not act on: its adverts for its cloud logger and
+# checkpoint uploader (litlogger, litmodels; printed by every Trainer) and a deprecation inside
+# Lightning that torch 2.10+ reports on every validation loop (LeafSpec). Each is matched by its
+# text and where it comes from, so every other message and warning stays.
+_LIGHTNING_TIPS = "💡 Tip: For seamless cloud"
+_RANK_ZERO_LOGGERS = (
+    "lightning.pytorch.utilities.rank_zero",
+    "lightning.fabric.utilities.rank_zero",
+)
+
+
+def _not_a_lightning_tip(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_LIGHTNING_TIPS)
+
+
+def _quiet_lightning_chatter() -> None:
+    for name in _RANK_ZERO_LOGGERS:
+        logger = logging.getLogger(name)
+        if _not_a_lightning_tip not in logger.filters:
+            logger.addFilter(_not_a_lightning_tip)
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+        category=FutureWarning,
+        module=r"lightning\.pytorch\.utilities\._pytree",
+    )
 
 
 def _checkpoint_dir(default_root_dir: str | None) -> str | None:
@@ -115,7 +143,7 @@ class ZooCLI(LightningCLI):
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_class", ZooArgumentParser)
-        quiet_lightning_chatter()
+        _quiet_lightning_chatter()
         super().__init__(LightningModule, LightningDataModule, *args, **kwargs)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:

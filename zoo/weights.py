@@ -3,8 +3,8 @@ checkpoints a zoo task wrote, and files behind a URL.
 
 Everything is read without running pickled code (``torch.load(weights_only=True)``, or
 safetensors: :mod:`zoo._weight_files`), and files fetched from a URL are checked against the
-SHA-256 prefix in their name before they enter the cache. Every loaded model carries a :class:`PretrainedConfig`: class names
-and the preprocessing its weights expect.
+SHA-256 prefix in their name before they enter the cache. Every loaded model carries a
+:class:`PretrainedConfig`: class names and the preprocessing its weights expect.
 """
 
 from __future__ import annotations
@@ -468,8 +468,8 @@ def _zoo_layout(
     state: dict[str, Tensor], model: nn.Module, info: ModelInfo
 ) -> tuple[dict[str, Tensor], bool]:
     """``state`` as is when it has the zoo's keys, else mapped from torchvision's layout when
-    that fits the model better; and whether it is torchvision's layout (for the families whose
-    keys are torchvision's, the R-CNNs, FCN, DeepLabV3 and SSD300, it always is)."""
+    that fits the model better; and whether it is torchvision's layout (always, for a family
+    registered without a key map: its keys are torchvision's)."""
     if info.torchvision_weights is None:
         return state, False
     if info.torchvision_key_map is None:

@@ -143,8 +143,9 @@ def assign_anchors(gt_boxes: Tensor, anchors: Tensor, iou_threshold: float = 0.5
 
     Repeatedly take the largest IoU left in the ``A x N`` matrix, assign that pair and discard
     its row and column; then each anchor still unassigned takes its best ground truth if that
-    IoU is at least ``iou_threshold`` and above 0 (an anchor never takes a box it misses). Every box that overlaps some anchor thus gets at least
-    one anchor, even when its best anchor is also another box's best.
+    IoU is at least ``iou_threshold`` and above 0 (an anchor never takes a box it misses).
+    Every box that overlaps some anchor thus gets at least one anchor, even when its best
+    anchor is also another box's best.
 
     Args:
         gt_boxes: ``[N, 4]`` xyxy ground-truth boxes.
