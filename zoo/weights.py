@@ -92,6 +92,10 @@ class PretrainedConfig:
         return v2.Compose(steps)
 
 
+class WeightsMismatch(ValueError):
+    """A state dict whose keys or shapes do not fit the network it is loaded into."""
+
+
 class WeightsUnavailable(OSError):
     """Pretrained weights that could not be fetched: no network, a proxy or a firewall.
 
@@ -368,9 +372,7 @@ def _load_bare(
             return _build_and_load(
                 info, state, build_kwargs, None, cfg, source, overlay, bare_file=path
             )
-        except ValueError as error:  # keys or shapes that do not fit: try the next way
-            if "do not fit" not in str(error):
-                raise
+        except WeightsMismatch as error:  # keys or shapes that do not fit: try the next way
             first_error = first_error or error
     raise first_error
 
@@ -523,7 +525,7 @@ def _load_exactly(model: nn.Module, state: dict[str, Tensor], source: str | Path
     if mismatched:
         problems.append(f"{len(mismatched)} shapes differ ({_summary(mismatched)})")
     if problems:
-        raise ValueError(
+        raise WeightsMismatch(
             f"weights {source} do not fit {type(model).__name__} "
             f"({sum(v.numel() for v in expected.values()):,} values): " + "; ".join(problems) + ". "
             "Expected the model's state_dict (zoo keys, or torchvision's for families torchvision "
