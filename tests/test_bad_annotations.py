@@ -85,6 +85,18 @@ def test_coco_duplicate_image_ids(tmp_path: Path) -> None:
         _coco(tmp_path)
 
 
+def test_coco_duplicate_category_ids(tmp_path: Path) -> None:
+    """pycocotools keeps the last of two categories with one id: a class would vanish."""
+
+    def duplicate(dataset: dict) -> None:
+        dataset["categories"].append({**dataset["categories"][0], "name": "another"})
+
+    _coco_json(tmp_path, duplicate)
+    with pytest.raises(ValueError, match=r"category ids \[\d+\] appear more than once in "
+                       r"'categories'; give every category its own id"):  # fmt: skip
+        _coco(tmp_path)
+
+
 @pytest.mark.parametrize(
     "bbox", [["2", "3", "10", "8"], [2, 3, 10], None, [2, 3, True, 8]], ids=str
 )
