@@ -23,7 +23,14 @@ from torch import Tensor, nn
 from zoo._registry import ModelInfo, create_model, list_models
 from zoo._weight_files import read_torch_file, read_weights_file
 
-__all__ = ["PretrainedConfig", "WeightsUnavailable", "load", "load_weights", "read_torch_file"]
+__all__ = [
+    "PretrainedConfig",
+    "WeightsMismatch",
+    "WeightsUnavailable",
+    "load",
+    "load_weights",
+    "read_torch_file",
+]
 
 
 @dataclass
