@@ -87,37 +87,38 @@ def predictions_figure(
         )
 
     predicted, labels = [int(c) for c in predicted], [int(c) for c in labels]
-    count = len(images)
+    pixels = [_to_uint8(image, mean, std).permute(1, 2, 0).numpy() for image in images]
+    count = len(pixels)
     columns = max(1, math.ceil(math.sqrt(count)))
     rows = max(1, math.ceil(count / columns))
-    cell, band, margin = 1.5, 0.25, 0.05  # inches: image, title band above it, gap around
-    width, height = cell * columns, (cell + band) * rows
-    figure = Figure(figsize=(width, height), dpi=100)
-    # Axes placed by hand and titles as figure text: a layout engine and axes titles tripled
-    # the cost of drawing (~0.25 s -> ~0.09 s for 16 images), paid every validation epoch.
-    for i in range(count):
+    # One image of the whole grid in one axes: an axes per image cost ~8 ms each to build
+    # (0.13 s for 16 images, paid every validation epoch: a third of a LeNet epoch on digits).
+    # Cells in pixels of the largest image: a gap around it and a band above it for the title.
+    height = max((p.shape[0] for p in pixels), default=1)
+    width = max((p.shape[1] for p in pixels), default=1)
+    gap, band = max(1, round(height / 28)), max(1, round(height / 6))
+    cell_w, cell_h = width + 2 * gap, height + band + 2 * gap
+    grid = np.full((rows * cell_h, columns * cell_w, 3), 255, dtype=np.uint8)
+    inches = 1.5 / cell_w  # 1.5 inches a cell across
+    figure = Figure(figsize=(columns * cell_w * inches, rows * cell_h * inches), dpi=100)
+    ax = figure.add_axes((0, 0, 1, 1))
+    for i, image in enumerate(pixels):
         row, column = divmod(i, columns)
-        left, top = column * cell / width, 1 - row * (cell + band) / height
-        box = (
-            left + margin / width,
-            top - (band + cell - margin) / height,
-            (cell - 2 * margin) / width,
-            (cell - 2 * margin) / height,
-        )
-        ax = figure.add_axes(box)
-        # Nearest-neighbour: 28x28 digits stay crisp instead of blurring when enlarged.
-        ax.imshow(_to_uint8(images[i], mean, std).permute(1, 2, 0).numpy(), interpolation="nearest")
-        ax.set_axis_off()
+        top, left = row * cell_h + band + gap, column * cell_w + gap
+        grid[top : top + image.shape[0], left : left + image.shape[1]] = image
         right = predicted[i] == labels[i]
         figure.text(
-            left + cell / 2 / width,
-            top - 0.04 / height,
+            (column + 0.5) / columns,
+            1 - (row * cell_h + gap) / grid.shape[0],
             f"{name(predicted[i])} ({name(labels[i])})"[:26],
             ha="center",
             va="top",
             fontsize=8,
             color="green" if right else "red",
         )
+    # Nearest-neighbour: 28x28 digits stay crisp instead of blurring when enlarged.
+    ax.imshow(grid, interpolation="nearest", aspect="auto")
+    ax.set_axis_off()
     return figure
 
 
