@@ -10,7 +10,8 @@ them once. Every run also gets (see :mod:`tasks.callbacks`): a ``checkpoint`` gr
 (``ModelCheckpoint`` keeping ``best.ckpt`` and ``last.ckpt``, written atomically, so that
 ``zoo fit ... --ckpt_path last`` resumes), a ``guard`` group (a stop at the first non-finite
 loss), a ``speedup`` group (channels-last, ``torch.compile``) and, with a logger, a
-``LearningRateMonitor``. A logger whose ``save_dir`` is ``"."`` writes under
+``LearningRateMonitor``; its progress bar is redrawn ten times a second rather than after every
+batch (:class:`~tasks.callbacks.ProgressBar`). A logger whose ``save_dir`` is ``"."`` writes under
 ``trainer.default_root_dir``, as Lightning's default TensorBoard logger does.
 
 Bad input ends in one message that names the value and the fix: a class that cannot be built
@@ -35,7 +36,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -49,7 +50,13 @@ from tasks._parser import (
     model_flags,
     unwrapped,
 )
-from tasks.callbacks import AtomicCheckpointIO, NonFiniteLoss, NonFiniteLossGuard, SpeedUp
+from tasks.callbacks import (
+    AtomicCheckpointIO,
+    NonFiniteLoss,
+    NonFiniteLossGuard,
+    ProgressBar,
+    SpeedUp,
+)
 from tasks.style import run_style
 from zoo.export import FORMATS, MIN_ONNX_OPSET, export_checkpoint
 from zoo.weights import read_torch_file
@@ -335,6 +342,10 @@ class ZooCLI(LightningCLI):
         # AtomicCheckpointIO); a CheckpointIO plugin the config chose is kept.
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+        # Lightning's default bar redraws after every batch; a bar the config chose is kept.
+        for position, callback in enumerate(trainer.callbacks):
+            if type(callback) is TQDMProgressBar:
+                trainer.callbacks[position] = ProgressBar()
         if trainer.loggers and not any(
             isinstance(callback, LearningRateMonitor) for callback in trainer.callbacks
         ):
