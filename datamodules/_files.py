@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from ._base import SplitDataModule
 
@@ -186,7 +186,8 @@ class ImageFileDataset(Dataset):
 
 def _init_worker(worker_id: int) -> None:
     # One OpenCV thread per worker: the workers already fill the cores, and OpenCV's own
-    # thread pool on top of them only adds contention.
+    # thread pool on top of them only adds contention. (Workers started by spawn need this;
+    # forked ones inherit the parent's setting, see FileDataModule._dataloader.)
     cv2.setNumThreads(1)
 
 
@@ -230,6 +231,15 @@ class FileDataModule(SplitDataModule):
         self.in_channels = in_channels
         self.skip_bad_files = skip_bad_files
         self._skipped: list[tuple[Path, str]] = []
+
+    def _dataloader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        if self.num_workers > 0:
+            # OpenCV's thread pool does not survive fork: once it has run in this process (a
+            # workers=0 epoch, a notebook showing augmented images), a forked worker setting
+            # its own thread count hangs in pthread_cond_destroy one time in a few. A parent
+            # at one thread has no pool to inherit; its own OpenCV calls then run serially.
+            cv2.setNumThreads(1)
+        return super()._dataloader(dataset, shuffle)
 
     def _list_samples(self, split: str) -> list[tuple[Path, Any]] | None:
         """The ``(path, target)`` samples of an official split, None if there is none.
