@@ -187,7 +187,9 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        # In place, as torchvision: one tensor less per block (BN's backward keeps its input).
+        out += identity
+        return self.relu(out)
 
 
 class Bottleneck(nn.Module):
@@ -215,7 +217,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        out += identity
+        return self.relu(out)
 
 
 def conv_output_size(size: int, kernel_size: int, stride: int = 1, padding: int = 0) -> int:
