@@ -10,7 +10,7 @@ RUN    ?= runs/lenet_digits
 # tests too (nbmake), on one epoch.
 WORKERS ?= auto
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean bench bench-quick
 
 install: $(STAMP)
 
@@ -26,6 +26,21 @@ demo: install
 
 test: install
 	ZOO_NOTEBOOK_EPOCHS=1 $(BIN)/python -m pytest -n $(WORKERS) --durations=15
+
+# Every benchmark of tests/benchmarks (about 20 minutes on 2 cores): benchmarks.json and the
+# README's table; bench-quick (about 3 minutes) writes runs/benchmarks-quick.json only. Run them
+# on a quiet machine: the ratios' trials alternate, but the machine's noise still shows.
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,export,wandb,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m tests.benchmarks --size full --output benchmarks.json --readme README.md
+
+bench-quick: $(BENCH_STAMP)
+	mkdir -p runs
+	$(BIN)/python -m tests.benchmarks --size quick --output runs/benchmarks-quick.json
 
 lint: install
 	$(BIN)/ruff check zoo datamodules tasks tests
