@@ -15,6 +15,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from typing import Literal
 
 from tasks.cli import ZooCLI
 
@@ -28,14 +29,17 @@ def fit_and_validate(
     root: str,
     extra: list[str],
     metrics: tuple[str, ...] = ("map_50", "map", "segm_map"),
+    stage: Literal["validate", "test"] = "validate",
 ) -> dict[str, float]:
-    """``zoo fit`` then ``zoo validate`` on the best checkpoint: the fit's wall seconds, and the
-    validation scores ``val/<metric>`` of ``metrics`` that the run logs."""
+    """``zoo fit`` then ``zoo validate`` (or ``zoo test``: ``stage``) on the best checkpoint: the
+    fit's wall seconds, and the scores ``val/<metric>`` (``test/<metric>``) of ``metrics`` that
+    the run logs."""
     args = [
         f"--config={config}",
         f"--seed_everything={seed}",
         f"--trainer.default_root_dir={root}",
         "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
         "--trainer.callbacks=[]",
         *extra,
     ]
@@ -43,8 +47,12 @@ def fit_and_validate(
     start = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     seconds = time.perf_counter() - start
-    (scores,) = cli.trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path="best")
-    return {"seconds": seconds} | {m: scores[f"val/{m}"] for m in metrics if f"val/{m}" in scores}
+    score = cli.trainer.validate if stage == "validate" else cli.trainer.test
+    (scores,) = score(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
+    prefix = "val" if stage == "validate" else "test"
+    return {"seconds": seconds} | {
+        m: scores[f"{prefix}/{m}"] for m in metrics if f"{prefix}/{m}" in scores
+    }
 
 
 def run_recipes(

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from tasks import ImageClassifier
 from tasks.callbacks import SpeedUp
+from tests.benchmarks._report import Measurement, Skip
 
 SETTINGS = {  # name: (precision, channels_last, compile)
     "fp32": ("32-true", False, False),
@@ -91,6 +92,30 @@ def images_per_second(model: str, setting: str, args) -> float:
     batches = _SameBatch(args.batch_size, args.warmup + args.steps, args.device == "cuda")
     trainer.fit(task, DataLoader(batches, batch_size=None))
     return timer.steps * args.batch_size / timer.seconds
+
+
+def run(size: str) -> list[Measurement]:
+    """Each setting's images/s over fp32's, per model (``make bench``); skipped without a GPU."""
+    if not torch.cuda.is_available():
+        raise Skip("no CUDA GPU on this machine: run `python -m tests.benchmarks.gpu_speed` on one")
+    steps, warmup = {"tiny": (2, 1), "quick": (20, 10), "full": (60, 20)}[size]
+    args = argparse.Namespace(batch_size=128, steps=steps, warmup=warmup, device="cuda")
+    torch.backends.cudnn.benchmark = True
+    card = torch.cuda.get_device_name()
+    results = []
+    for model in ("resnet18", "resnet50"):
+        speeds = {setting: images_per_second(model, setting, args) for setting in SETTINGS}
+        for setting, speed in speeds.items():
+            results.append(
+                Measurement(
+                    group="gpu",
+                    name=f"{model} training, {setting}, batch 128",
+                    compared="images/s over fp32's",
+                    trials=[speed / speeds["fp32"]],
+                    details={"card": card, "images_per_s": speed, "steps": steps},
+                )
+            )
+    return results
 
 
 def main() -> None:

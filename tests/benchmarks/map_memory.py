@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from tasks import ObjectDetector
 from tasks.detection import _MAP_BACKEND
 from tests._trainers import cpu_trainer
+from tests.benchmarks._report import Measurement
 
 IMAGE_SIZE = 512
 
@@ -116,6 +117,36 @@ def measure(num_images: int, boxes: int, num_classes: int, epochs: int, batch_si
             seconds = time.perf_counter() - start
             held = len(task.val_map.detection_box)
             yield (epoch, *_rss_mib(), seconds, held, results[0]["val/map_50"])
+
+
+# (images, boxes per image, epochs) per size of `make bench`.
+SIZES = {"tiny": (20, 10, 2), "quick": (200, 50, 3), "full": (500, 100, 4)}
+
+
+def run(size: str) -> list[Measurement]:
+    """Peak memory added by the epochs after the first (bounded: near 0 MiB), and the images the
+    metric still holds after each reset (0)."""
+    num_images, boxes, epochs = SIZES[size]
+    rows = list(measure(num_images, boxes, 10, epochs, batch_size=50))
+    peaks = [row[1] for row in rows]
+    return [
+        Measurement(
+            group="detection internals",
+            name=f"validation mAP memory, {num_images} images x {boxes} boxes, {epochs} epochs",
+            compared="peak RSS growth after the first epoch",
+            trials=[peak - peaks[0] for peak in peaks[1:]],
+            unit="MiB",
+            goal="<= 50",
+            higher_is_better=False,
+            details={
+                "backend": _MAP_BACKEND,
+                "peak_mib": peaks,
+                "seconds": [row[3] for row in rows],
+                "images_held_after_reset": [row[4] for row in rows],
+                "map_50": rows[-1][5],
+            },
+        )
+    ]
 
 
 def main() -> None:

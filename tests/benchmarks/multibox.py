@@ -1,29 +1,38 @@
 """Anchor labelling and decoding: ``zoo.detection`` against a per-anchor Python loop.
 
-A 32 x 32 feature map with 5 anchors per pixel (5,120 anchors; sizes 0.2, 0.272 as the course's
-first TinySSD scale, plus 0.1, and ratios 1, 2, 0.5), a batch of images with a few objects each.
-The loop is the course's formulas one anchor at a time in plain Python: an IoU per anchor-box
-pair, the greedy assignment of Section 14.4.3.1, the offsets of 14.4.3.2, per-anchor decoding
-and a Python NMS over all anchors (Section 14.4.4). Both compute the same targets and the same
-detections (checked before timing); the ratio is loop time / zoo time, so higher is better. Never
-a CI gate: run it by hand.
+A feature map with 5 anchors per pixel (sizes 0.2, 0.272 as the course's first TinySSD scale,
+plus 0.1, and ratios 1, 2, 0.5): 32 x 32 (5,120 anchors) for ``full``, 16 x 16 for ``quick``
+and 8 x 8 for ``tiny``, as the loop's NMS grows with the square of the anchors; a batch of
+4 images with 3 objects each. The loop is the course's formulas one anchor at a time in plain
+Python: an IoU per anchor-box pair, the greedy assignment of Section 14.4.3.1, the offsets of
+14.4.3.2, per-anchor decoding and a Python NMS over all anchors (Section 14.4.4). Both compute
+the same targets and the same detections (checked before timing, which also warms both up).
 
-    python -m tests.benchmarks.multibox [--images 4] [--objects 3] [--repeats 5] [--threads 1]
+Trials alternate between the loop and the zoo (``_report.compare``); the ratio is loop time /
+zoo time, so higher is better, for the course's decoding (``per_class=False``, the same output
+as the loop) and for the zoo's default (``per_class=True``: NMS per class over the 1,000 best
+(anchor, class) pairs), each with labelling (``multibox_target``) included. Never a CI gate:
+``run(size)`` feeds ``make bench``, or run it by hand.
+
+    python -m tests.benchmarks.multibox [--size quick] [--feature-map 32] [--images 4]
+        [--objects 3] [--trials 5] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
+from tests.benchmarks._report import SIZES, Measurement, compare, summary
 from zoo.detection import multibox_detection, multibox_prior, multibox_target
 
 FEATURE_MAP = (32, 32)
-SIZES = (0.2, 0.272, 0.1)
+ANCHOR_SIZES = (0.2, 0.272, 0.1)
 RATIOS = (1.0, 2.0, 0.5)
 NUM_CLASSES = 3
 NMS_THRESHOLD, SCORE_THRESHOLD = 0.5, 0.01
@@ -116,14 +125,19 @@ def loop_detection(cls_probs: list, offset_preds: list, anchors: list, top_k: in
 
 
 # --------------------------------------------------------------------------------------------
-# Timing
+# The batch, and one step each way
 # --------------------------------------------------------------------------------------------
 
 
-def make_batch(num_images: int, num_objects: int, seed: int = 0):
+def make_batch(
+    num_images: int,
+    num_objects: int,
+    seed: int = 0,
+    feature_map: tuple[int, int] = FEATURE_MAP,
+):
     """Anchors, targets and predictions of a batch."""
     g = torch.Generator().manual_seed(seed)
-    anchors = multibox_prior(FEATURE_MAP, SIZES, RATIOS)
+    anchors = multibox_prior(feature_map, ANCHOR_SIZES, RATIOS)
     targets = []
     for _ in range(num_images):
         xy = torch.rand(num_objects, 2, generator=g) * 0.7
@@ -138,8 +152,8 @@ def make_batch(num_images: int, num_objects: int, seed: int = 0):
 
 def zoo_step(anchors, targets, cls_probs, offset_preds, per_class: bool):
     target = multibox_target(anchors, targets)
-    # per_class=True keeps its default pre_nms_top_k=1000 of the 15,360 (anchor, class) pairs;
-    # the course's decoding (per_class=False) runs NMS over every anchor, like the loop.
+    # per_class=True keeps its default pre_nms_top_k=1000 of the (anchor, class) pairs (15,360
+    # at 32 x 32); the course's decoding (per_class=False) runs NMS over every anchor, like the loop.
     detections = multibox_detection(
         cls_probs, offset_preds, anchors, NMS_THRESHOLD, SCORE_THRESHOLD, per_class=per_class
     )
@@ -165,61 +179,152 @@ def check_agreement(batch) -> None:
         torch.testing.assert_close(ours["boxes"], torch.tensor([c[2] for c in theirs]).view(-1, 4))
 
 
-def _seconds(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+# --------------------------------------------------------------------------------------------
+# Trials and measurements
+# --------------------------------------------------------------------------------------------
+
+GROUP = "detection internals"
+# The vectorised code exists because the course's loop is too slow to train with: an order of
+# magnitude is the bar that makes it worth being harder to read. It was 46x (course's decoding)
+# and 427x (per class) at 32 x 32 on this 2-core CPU, so 10 leaves room for a loaded machine
+# yet fails if a per-anchor Python loop creeps back in. (At 8 x 8, tiny's size, the zoo's fixed
+# overhead weighs more and the ratio is near 20: tiny's numbers mean nothing anyway.)
+GOAL = ">= 10"
 
 
-def measure(num_images: int = 4, num_objects: int = 3, repeats: int = 5) -> dict[str, float]:
-    """Median seconds of one labelling + decoding step each way, and the ratios."""
-    batch = make_batch(num_images, num_objects)
-    check_agreement(batch)
-    zoo_step(*batch, per_class=False)  # warm-up
-    result = {
-        "anchors": len(batch[0]),
-        "zoo_course": _seconds(lambda: zoo_step(*batch, per_class=False), repeats),
-        "zoo_per_class": _seconds(lambda: zoo_step(*batch, per_class=True), repeats),
-        "zoo_target": _seconds(lambda: multibox_target(batch[0], batch[1]), repeats),
-        "loop": _seconds(lambda: loop_step(*batch), max(1, repeats // 2)),
-    }
+@dataclass(frozen=True)
+class Settings:
+    """One ``run(size)``: the feature map's side, the batch, the alternating trials."""
+
+    feature_map: int
+    images: int
+    objects: int
+    trials: int
+
+
+# The loop's seconds grow with the square of the anchors (its NMS): 0.17 s at 8 x 8, 1.7 s at
+# 16 x 16 and 6-13 s at 32 x 32 here, paid once for the check and once per trial.
+SETTINGS = {
+    "tiny": Settings(feature_map=8, images=4, objects=3, trials=1),
+    "quick": Settings(feature_map=16, images=4, objects=3, trials=5),
+    "full": Settings(feature_map=32, images=4, objects=3, trials=5),
+}
+
+
+def _timed(fn: Callable[[], object], into: list[float]) -> None:
+    start = time.perf_counter()
+    fn()
+    into.append(time.perf_counter() - start)
+
+
+def measure(settings: Settings) -> list[Measurement]:
+    """Loop time / zoo time per trial, for the course's decoding and the per-class one. A trial
+    times the zoo's two variants back to back (and ``multibox_target`` alone) and the loop's
+    labelling and decoding separately, for the breakdown in ``details``."""
+    side = settings.feature_map
+    batch = make_batch(settings.images, settings.objects, feature_map=(side, side))
+    check_agreement(batch)  # also the untimed first call of each side
     anchor_list = batch[0].tolist()
-    target_list = [(t["boxes"].tolist(), t["labels"].tolist()) for t in batch[1]]
-    result["loop_target"] = _seconds(lambda: loop_target(anchor_list, target_list), repeats)
-    result["ratio_course"] = result["loop"] / result["zoo_course"]
-    result["ratio_per_class"] = result["loop"] / result["zoo_per_class"]
-    return result
+    times: dict[str, list[float]] = {
+        key: [] for key in ("zoo_per_class", "zoo_target", "loop_target", "loop_detection")
+    }
+
+    def zoo() -> float:
+        start = time.perf_counter()
+        zoo_step(*batch, per_class=False)
+        course = time.perf_counter() - start
+        _timed(lambda: zoo_step(*batch, per_class=True), times["zoo_per_class"])
+        _timed(lambda: multibox_target(batch[0], batch[1]), times["zoo_target"])
+        return course
+
+    def loop() -> float:
+        # loop_step's work in its two halves, with its conversions to lists counted in
+        target_list = [(t["boxes"].tolist(), t["labels"].tolist()) for t in batch[1]]
+        _timed(lambda: loop_target(batch[0].tolist(), target_list), times["loop_target"])
+        probs, offsets = batch[2].tolist(), batch[3].tolist()
+        _timed(lambda: loop_detection(probs, offsets, anchor_list), times["loop_detection"])
+        return times["loop_target"][-1] + times["loop_detection"][-1]
+
+    ratios, zoo_s, loop_s = compare(zoo, loop, settings.trials, warmup=False)
+    setting = (
+        f"{len(batch[0])} anchors ({side} x {side} x 5), {settings.images} images x "
+        f"{settings.objects} objects"
+    )
+    details = {
+        "anchors": len(batch[0]),
+        "loop_s": summary(loop_s),
+        "loop_target_s": summary(times["loop_target"]),
+        "zoo_target_s": summary(times["zoo_target"]),
+        "target_ratio": summary(
+            [t / z for t, z in zip(times["loop_target"], times["zoo_target"], strict=True)]
+        ),
+    }
+    return [
+        Measurement(
+            group=GROUP,
+            name=f"multibox_target + multibox_detection (course's decoding), {setting}",
+            compared="per-anchor Python loop / zoo, seconds (outputs checked equal)",
+            trials=ratios,
+            goal=GOAL,
+            details={"zoo_s": summary(zoo_s), **details},
+        ),
+        Measurement(
+            group=GROUP,
+            name=f"multibox_target + multibox_detection (per_class=True), {setting}",
+            compared="per-anchor Python loop (course's decoding) / zoo, seconds",
+            trials=[lp / z for lp, z in zip(loop_s, times["zoo_per_class"], strict=True)],
+            goal=GOAL,
+            details={"zoo_s": summary(times["zoo_per_class"]), **details},
+        ),
+    ]
+
+
+def run(size: str) -> list[Measurement]:
+    # One thread: the loop has one, and a shared 2-core machine has no more to give.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return measure(SETTINGS[size])
+    finally:
+        torch.set_num_threads(threads)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=4)
-    parser.add_argument("--objects", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--size", choices=SIZES, default="quick")
+    parser.add_argument("--feature-map", type=int, help="side of the feature map")
+    parser.add_argument("--images", type=int)
+    parser.add_argument("--objects", type=int)
+    parser.add_argument("--trials", type=int)
     parser.add_argument("--threads", type=int, default=1, help="torch threads; 0 = default")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    r = measure(args.images, args.objects, args.repeats)
-    print(
-        f"multibox_target + multibox_detection, {int(r['anchors'])} anchors, {args.images} "
-        f"images x {args.objects} objects, median seconds (outputs checked equal first):"
+    chosen = SETTINGS[args.size]
+    settings = Settings(
+        feature_map=args.feature_map or chosen.feature_map,
+        images=args.images or chosen.images,
+        objects=args.objects or chosen.objects,
+        trials=args.trials or chosen.trials,
     )
-    print(f"  per-anchor Python loop (course's decoding)   {r['loop']:8.4f}")
+    course, per_class = measure(settings)
+    d = course.details
     print(
-        f"  zoo, per_class=False (course's decoding)     {r['zoo_course']:8.4f}   "
-        f"ratio {r['ratio_course']:7.1f}x"
+        f"{int(d['anchors'])} anchors, {settings.images} images x {settings.objects} objects, "
+        f"median of {settings.trials} trials, seconds (outputs checked equal first):"
     )
+    print(f"  per-anchor Python loop (course's decoding)   {d['loop_s']['median']:8.4f}")
+    for label, m in (
+        ("per_class=False (course's)", course),
+        ("per_class=True (top 1000)", per_class),
+    ):
+        print(
+            f"  zoo, {label:27s}             {m.details['zoo_s']['median']:8.4f}   ratio "
+            f"{m.value:7.1f}x (goal {m.goal})"
+        )
     print(
-        f"  zoo, per_class=True (pre-NMS top 1000)       {r['zoo_per_class']:8.4f}   "
-        f"ratio {r['ratio_per_class']:7.1f}x"
-    )
-    print(
-        f"  multibox_target alone: loop {r['loop_target']:.4f}, zoo {r['zoo_target']:.4f}   "
-        f"ratio {r['loop_target'] / r['zoo_target']:7.1f}x"
+        f"  multibox_target alone: loop {d['loop_target_s']['median']:.4f}, zoo "
+        f"{d['zoo_target_s']['median']:.4f}   ratio {d['target_ratio']['median']:7.1f}x"
     )
 
 

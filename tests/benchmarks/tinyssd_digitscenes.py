@@ -36,7 +36,10 @@ RECIPES = {
 }
 
 
-def run(recipe: str, seed: int, root: str, extra: list[str]) -> dict[str, float]:
+def run_recipe(recipe: str, seed: int, root: str, extra: list[str]) -> dict[str, float]:
+    """One fit of ``recipe`` (a key of ``RECIPES``) and its scores; ``extra`` goes last, so it
+    overrides the recipe. (Not ``run``: that name is ``make bench``'s ``run(size)``, and
+    :mod:`tests.benchmarks.quality` runs these recipes for it.)"""
     return fit_and_validate(CONFIG, seed, f"{root}/{recipe}_seed{seed}", RECIPES[recipe] + extra)
 
 
@@ -54,7 +57,7 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {}
     for recipe in args.recipes:
         for seed in args.seeds:
-            result = run(recipe, seed, root, args.overrides)
+            result = run_recipe(recipe, seed, root, args.overrides)
             results.setdefault(recipe, []).append(result)
             print(
                 f"{recipe:7s} seed {seed}: map_50 {result['map_50']:.4f}  map {result['map']:.4f}"
