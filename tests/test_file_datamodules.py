@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import pickle
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -325,23 +327,18 @@ def test_worker_processes_decode_the_same_and_augment_differently(photo_root: Pa
 _FORK_AFTER_OPENCV = """
 import sys, cv2, numpy as np
 from datamodules import ImageFolder
-big = np.zeros((2000, 2000, 3), np.uint8)
 for _ in range(5):
-    cv2.resize(big, (1500, 1500))
+    cv2.resize(np.zeros((2000, 2000, 3), np.uint8), (1500, 1500))
 for _ in range(5):
     data = ImageFolder(sys.argv[1], image_size=32, batch_size=4, num_workers=2, val_fraction=0)
     data.setup("fit")
-    for _ in data.train_dataloader():
-        pass
+    list(data.train_dataloader())
 """
 
 
 def test_workers_fork_safely_after_opencv_ran_in_this_process(photo_root: Path) -> None:
     """Workers forked after the parent's OpenCV pool ran used to hang, 2 runs in 3, in
     pthread_cond_destroy (their cv2.setNumThreads); the loader now sets the parent's first."""
-    import subprocess
-    import sys
-
     command = [sys.executable, "-c", _FORK_AFTER_OPENCV, str(photo_root)]
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
