@@ -22,13 +22,14 @@ smaller, and fewer models) so that each size fits its budget on a 2-core CPU; ``
 the sizes, batch, threads and both sides' wall and CPU seconds. Never a CI gate: run it by hand
 or through ``make bench``.
 
-    python -m tests.benchmarks.parity [--size quick] [--threads 2]
+    python -m tests.benchmarks.parity [--size quick] [--threads 2] [--models ssd300_vgg16 ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -470,15 +471,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=SIZES, default="quick")
     parser.add_argument("--threads", type=int, default=2, help="torch threads; 0 = default")
+    parser.add_argument(
+        "--models", nargs="+", choices=list(PAIRS), help="only these (default: the size's)"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    settings = SETTINGS[args.size]
+    if args.models:
+        settings = dataclasses.replace(settings, models=tuple(args.models))
     print(
         f"One training step in fp32, {torch.get_num_threads()} threads; median of "
-        f"{SETTINGS[args.size].trials} alternating trials of torchvision's seconds / the zoo's "
+        f"{settings.trials} alternating trials of torchvision's seconds / the zoo's "
         "(above 1: the zoo is faster):"
     )
-    print_table(run(args.size))
+    print_table(measure(settings))
 
 
 if __name__ == "__main__":
