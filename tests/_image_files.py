@@ -18,12 +18,25 @@ HEIGHT, WIDTH = 40, 48  # every photo; the centre crop of 40 then starts at colu
 
 
 @functools.cache
-def photos() -> tuple[np.ndarray, ...]:
-    """Four real photos, RGB uint8, shrunk to HEIGHT x WIDTH."""
+def original_photos() -> dict[str, np.ndarray]:
+    """The four real photos that ship with scikit-image and matplotlib, by name, RGB uint8 at
+    their own sizes."""
     with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as file:
         hopper = np.asarray(Image.open(file).convert("RGB"))
-    photos = (skimage.data.astronaut(), skimage.data.chelsea(), skimage.data.coffee(), hopper)
-    return tuple(np.asarray(Image.fromarray(p).resize((WIDTH, HEIGHT))) for p in photos)
+    return {
+        "astronaut": skimage.data.astronaut(),
+        "chelsea": skimage.data.chelsea(),
+        "coffee": skimage.data.coffee(),
+        "hopper": hopper,
+    }
+
+
+@functools.cache
+def photos() -> tuple[np.ndarray, ...]:
+    """The four real photos, shrunk to HEIGHT x WIDTH."""
+    return tuple(
+        np.asarray(Image.fromarray(p).resize((WIDTH, HEIGHT))) for p in original_photos().values()
+    )
 
 
 @functools.cache

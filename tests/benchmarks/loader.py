@@ -33,9 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
-import matplotlib.cbook
 import numpy as np
-import skimage.data
 import torch
 import torchvision
 from PIL import Image
@@ -44,6 +42,7 @@ from torchvision.transforms import v2
 
 from datamodules import ImageFolder
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD
+from tests._image_files import original_photos
 from tests.benchmarks._report import SIZES, Measurement, compare, summary
 
 IMAGE_SIZE, BATCH_SIZE, NUM_WORKERS = 224, 32, 2
@@ -71,24 +70,13 @@ SETTINGS = {
 }
 
 
-def _photos() -> dict[str, np.ndarray]:
-    with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as file:
-        hopper = np.asarray(Image.open(file).convert("RGB"))
-    return {
-        "astronaut": skimage.data.astronaut(),
-        "chelsea": skimage.data.chelsea(),
-        "coffee": skimage.data.coffee(),
-        "hopper": hopper,
-    }
-
-
 def random_photos(
     num_images: int, seed: int = 0, longer_side: tuple[int, int] = (320, 500)
 ) -> Iterator[tuple[str, Image.Image]]:
     """``num_images`` (photo name, image) pairs: random crops (40-100% of each side) of four
     photos in turn, rescaled so the longer side is in ``longer_side`` pixels, randomly
     mirrored. Seeded: the same arguments give the same images."""
-    photos = list(_photos().items())
+    photos = list(original_photos().items())
     rng = np.random.default_rng(seed)
     for k in range(num_images):
         name, photo = photos[k % len(photos)]
