@@ -12,12 +12,14 @@ with one dict of boxes, labels, crowd flags (and masks) per image; see
 :class:`COCOSegmentation` and the embedded :class:`DigitScenesSegmentation`, on the base
 :class:`SegmentationDataModule`) yield ``(images[B, C, H, W] float32, masks[B, H, W] int64)``
 with a class index per pixel and 255 where it is ignored; see :mod:`datamodules.segmentation`.
-Augmentation presets live in :mod:`datamodules.transforms`.
+Augmentation presets live in :mod:`datamodules.transforms`. A data module given no ``root``
+looks in :func:`data_root`: ``$ZOO_DATA``, else ``data/`` in the working directory.
 """
 
 from ._base import SplitDataModule
 from ._files import FileDataModule, load_image
 from ._memory import ClassificationDataModule
+from ._paths import DATA_ENV, data_root
 from .coco import COCO, COCOSegmentation
 from .detection import DetectionDataModule
 from .digit_scenes import DigitScenes, DigitScenesSegmentation
@@ -32,6 +34,7 @@ from .voc import VOCDetection, VOCSegmentation
 
 __all__ = [
     "COCO",
+    "DATA_ENV",
     "COCOSegmentation",
     "ClassificationDataModule",
     "DetectionDataModule",
@@ -50,6 +53,7 @@ __all__ = [
     "VOCDetection",
     "VOCSegmentation",
     "collate_segmentation",
+    "data_root",
     "load_image",
     "read_idx",
     "write_idx",

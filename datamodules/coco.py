@@ -31,6 +31,7 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO as COCOApi
 
 from ._coco_checks import check_entries, check_image_size, checked_segmentation, is_number
+from ._paths import data_root
 from .detection import AnnotationReport, DetectionAnnotation, DetectionDataModule
 from .segmentation import IGNORE_INDEX, SegmentationDataModule
 
@@ -204,7 +205,8 @@ class COCO(_COCOFiles, DetectionDataModule):
     ``setup``), so ``num_classes`` and ``classes`` are known before ``setup``.
 
     Args:
-        root: the COCO folder (see the layout above).
+        root: the COCO folder (see the layout above); None: ``$ZOO_DATA/coco``, or
+            ``data/coco`` in the working directory without ``ZOO_DATA``.
         train_split: name of the training split, e.g. ``"train2017"``.
         val_split: name of the validation split, or None to hold one out of the training
             split (``val_fraction`` or K-fold).
@@ -218,14 +220,14 @@ class COCO(_COCOFiles, DetectionDataModule):
 
     def __init__(
         self,
-        root: str = "data/coco",
+        root: str | None = None,
         train_split: str = "train2017",
         val_split: str | None = "val2017",
         test_split: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.root = Path(root)
+        self.root = Path(root) if root is not None else data_root("coco")
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self._loaded: dict[str, COCOApi] = {}
         categories = self._categories()
@@ -358,7 +360,7 @@ class COCOSegmentation(_COCOFiles, SegmentationDataModule):
     ``setup``. One line per split counts what was painted.
 
     Args:
-        root: the COCO folder.
+        root: the COCO folder; None: ``$ZOO_DATA/coco`` (``data/coco`` without it).
         train_split: name of the training split, e.g. ``"train2017"``.
         val_split: name of the validation split, or None to hold one out of the training
             split.
@@ -378,7 +380,7 @@ class COCOSegmentation(_COCOFiles, SegmentationDataModule):
 
     def __init__(
         self,
-        root: str = "data/coco",
+        root: str | None = None,
         train_split: str = "train2017",
         val_split: str | None = "val2017",
         test_split: str | None = None,
@@ -388,7 +390,7 @@ class COCOSegmentation(_COCOFiles, SegmentationDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(crop_size=crop_size, train_transforms=train_transforms, **kwargs)
-        self.root = Path(root)
+        self.root = Path(root) if root is not None else data_root("coco")
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self._loaded: dict[str, COCOApi] = {}
         self._names = self._categories()

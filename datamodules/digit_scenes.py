@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ._paths import data_root
 from .coco import COCO
 from .scenes import write_digit_scenes
 from .voc import VOCSegmentation
@@ -70,7 +71,8 @@ class DigitScenes(_WritesScenes, COCO):
     validation digits were never seen in training. Labels ``1..10`` are the digits ``0..9``.
 
     Args:
-        root: where the scenes live (``root/coco``, ``root/VOCdevkit``, ``root/scenes.json``).
+        root: where the scenes live (``root/coco``, ``root/VOCdevkit``, ``root/scenes.json``);
+            None: ``$ZOO_DATA/digit_scenes`` (``data/digit_scenes`` without ``ZOO_DATA``).
         num_train, num_val: scenes per split.
         scene_size: side of the written images, in pixels.
         digits_per_image: (min, max) digits per scene.
@@ -85,7 +87,7 @@ class DigitScenes(_WritesScenes, COCO):
 
     def __init__(
         self,
-        root: str = "data/digit_scenes",
+        root: str | None = None,
         num_train: int = 4000,
         num_val: int = 500,
         scene_size: int = 64,
@@ -96,7 +98,7 @@ class DigitScenes(_WritesScenes, COCO):
         train_transforms: str = "crop_colour",
         **kwargs: Any,
     ) -> None:
-        self.scenes_root = Path(root)
+        self.scenes_root = Path(root) if root is not None else data_root("digit_scenes")
         self.scene_arguments = _scene_arguments(
             num_train, num_val, scene_size, digits_per_image, digit_scale, scene_seed
         )
@@ -125,7 +127,8 @@ class DigitScenesSegmentation(_WritesScenes, VOCSegmentation):
     scenes on first use; the classes are known before.
 
     Args:
-        root: where the scenes live (``root/coco``, ``root/VOCdevkit``, ``root/scenes.json``).
+        root: where the scenes live (``root/coco``, ``root/VOCdevkit``, ``root/scenes.json``);
+            None: ``$ZOO_DATA/digit_scenes`` (``data/digit_scenes`` without ``ZOO_DATA``).
         num_train, num_val: scenes per split.
         scene_size: side of the written images, in pixels.
         digits_per_image: (min, max) digits per scene.
@@ -141,7 +144,7 @@ class DigitScenesSegmentation(_WritesScenes, VOCSegmentation):
 
     def __init__(
         self,
-        root: str = "data/digit_scenes",
+        root: str | None = None,
         num_train: int = 4000,
         num_val: int = 500,
         scene_size: int = 64,
@@ -152,7 +155,7 @@ class DigitScenesSegmentation(_WritesScenes, VOCSegmentation):
         train_transforms: str = "none",
         **kwargs: Any,
     ) -> None:
-        self.scenes_root = Path(root)
+        self.scenes_root = Path(root) if root is not None else data_root("digit_scenes")
         self.scene_arguments = _scene_arguments(
             num_train, num_val, scene_size, digits_per_image, digit_scale, scene_seed
         )

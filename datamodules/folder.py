@@ -17,6 +17,7 @@ import numpy as np
 
 from . import transforms
 from ._files import FileDataModule
+from ._paths import data_root
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -164,7 +165,8 @@ class ImageFolder(FileClassificationDataModule):
     :class:`~datamodules.FileDataModule` for where they are detected.
 
     Args:
-        root: the dataset folder, in either layout.
+        root: the dataset folder, in either layout; None: ``$ZOO_DATA/images``
+            (``data/images`` without ``ZOO_DATA``).
         **kwargs: image size, augmentation, normalisation, channels, bad files, batch
             size and splits; see :class:`~datamodules.FileClassificationDataModule`.
 
@@ -174,9 +176,9 @@ class ImageFolder(FileClassificationDataModule):
             for a split the data does not have.
     """
 
-    def __init__(self, root: str, **kwargs: Any) -> None:
+    def __init__(self, root: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.root = Path(root)
+        self.root = Path(root) if root is not None else data_root("images")
         name = type(self).__name__
         expected = (
             "point data.root at a folder holding one sub-folder of images per class "

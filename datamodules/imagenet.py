@@ -19,6 +19,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from ._paths import data_root
 from .folder import IMAGE_EXTENSIONS, FileClassificationDataModule, list_folders, list_images
 
 __all__ = ["SUBSET_PRESETS", "ImageNetSubset"]
@@ -137,7 +138,8 @@ class ImageNetSubset(FileClassificationDataModule):
         root: Kaggle's "ImageNet Object Localization Challenge" folder (holding
             ``ILSVRC/`` and ``LOC_synset_mapping.txt``), its ``ILSVRC/Data/CLS-LOC``
             folder, or any folder with ``train/<wnid>/`` and ``val/`` (wnid folders, or
-            flat with ``LOC_val_solution.csv``).
+            flat with ``LOC_val_solution.csv``); None: ``$ZOO_DATA/imagenet`` (``data/imagenet``
+            without ``ZOO_DATA``).
         subset: the classes: a preset name, a number of classes or a list of wnids.
         max_images_per_class: use at most this many images of each class in each split
             (the first in file-name order); None uses all.
@@ -151,7 +153,7 @@ class ImageNetSubset(FileClassificationDataModule):
 
     def __init__(
         self,
-        root: str,
+        root: str | None = None,
         subset: list[str] | int | str = "imagenette",
         max_images_per_class: int | None = None,
         **kwargs: Any,
@@ -163,7 +165,7 @@ class ImageNetSubset(FileClassificationDataModule):
                 f"{name}: max_images_per_class={max_images_per_class} must be positive, "
                 "or None for all images"
             )
-        self.root = Path(root)
+        self.root = Path(root) if root is not None else data_root("imagenet")
         self.max_images_per_class = max_images_per_class
         kaggle = self.root / "ILSVRC" / "Data" / "CLS-LOC"
         self.data_dir = kaggle if kaggle.is_dir() else self.root

@@ -18,6 +18,7 @@ from torch import Tensor
 from torchvision.datasets import VisionDataset
 
 from ._memory import ClassificationDataModule
+from ._paths import data_root
 from .idx import read_idx
 
 __all__ = ["MNIST", "FashionMNIST"]
@@ -36,9 +37,9 @@ class _IDXDataModule(ClassificationDataModule):
     _torchvision_folder: ClassVar[str]  # torchvision's root/<folder>/raw
     _homepage: ClassVar[str]
 
-    def __init__(self, data_dir: str = "data", download: bool = False, **kwargs: Any) -> None:
+    def __init__(self, data_dir: str | None = None, download: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir) if data_dir is not None else data_root()
         self.download = download
 
     @property
@@ -132,7 +133,8 @@ class MNIST(_IDXDataModule):
     Args:
         data_dir: folder holding ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
             ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte`` (raw or ``.gz``),
-            directly or in ``MNIST/raw`` as torchvision lays them out.
+            directly or in ``MNIST/raw`` as torchvision lays them out; None: ``$ZOO_DATA``,
+            or ``data`` in the working directory without ``ZOO_DATA``.
         download: fetch missing files with torchvision in ``prepare_data``.
         **kwargs: batch size, splits and preprocessing; see
             :class:`~datamodules.ClassificationDataModule`.
@@ -155,7 +157,8 @@ class FashionMNIST(_IDXDataModule):
     Args:
         data_dir: folder holding ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
             ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte`` (raw or ``.gz``),
-            directly or in ``FashionMNIST/raw`` as torchvision lays them out.
+            directly or in ``FashionMNIST/raw`` as torchvision lays them out; None: ``$ZOO_DATA``,
+            or ``data`` in the working directory without ``ZOO_DATA``.
         download: fetch missing files with torchvision in ``prepare_data``.
         **kwargs: batch size, splits and preprocessing; see
             :class:`~datamodules.ClassificationDataModule`.

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ._files import find_bad_images, header_size
+from ._paths import data_root
 from .detection import AnnotationReport, DetectionAnnotation, DetectionDataModule
 from .segmentation import SegmentationDataModule
 
@@ -137,7 +138,8 @@ class VOCDetection(_VOCLayout, DetectionDataModule):
     ``classes`` are dropped, counted in one line per split.
 
     Args:
-        root: the ``VOCdevkit/VOC2012`` (or ``VOC2007``) folder.
+        root: the ``VOCdevkit/VOC2012`` (or ``VOC2007``) folder; None:
+            ``$ZOO_DATA/VOCdevkit/VOC2012`` (``data/...`` without ``ZOO_DATA``).
         train_split, val_split, test_split: split file names under ``ImageSets/Main``;
             ``val_split`` None holds a validation set out of the training split, and
             ``test_split`` None has no test set (``predict`` then runs on the validation
@@ -155,7 +157,7 @@ class VOCDetection(_VOCLayout, DetectionDataModule):
 
     def __init__(
         self,
-        root: str = "data/VOCdevkit/VOC2012",
+        root: str | None = None,
         train_split: str = "train",
         val_split: str | None = "val",
         test_split: str | None = None,
@@ -163,7 +165,7 @@ class VOCDetection(_VOCLayout, DetectionDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.root = Path(root)
+        self.root = Path(root) if root is not None else data_root("VOCdevkit", "VOC2012")
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self._check_layout()
         self._records: dict[str, list[tuple[str, VOCRecord]]] = {}
@@ -250,7 +252,8 @@ class VOCSegmentation(_VOCLayout, SegmentationDataModule):
     unreadable images (``skip_bad_files``).
 
     Args:
-        root: the ``VOCdevkit/VOC2012`` folder.
+        root: the ``VOCdevkit/VOC2012`` folder; None: ``$ZOO_DATA/VOCdevkit/VOC2012``
+            (``data/...`` without ``ZOO_DATA``).
         train_split, val_split, test_split: split file names under
             ``ImageSets/Segmentation``; ``val_split`` None holds a validation set out of the
             training split, and ``test_split`` None has no test set (``predict`` then runs on
@@ -267,7 +270,7 @@ class VOCSegmentation(_VOCLayout, SegmentationDataModule):
 
     def __init__(
         self,
-        root: str = "data/VOCdevkit/VOC2012",
+        root: str | None = None,
         train_split: str = "train",
         val_split: str | None = "val",
         test_split: str | None = None,
@@ -277,7 +280,7 @@ class VOCSegmentation(_VOCLayout, SegmentationDataModule):
         **kwargs: Any,
     ) -> None:
         super().__init__(crop_size=crop_size, train_transforms=train_transforms, **kwargs)
-        self.root = Path(root)
+        self.root = Path(root) if root is not None else data_root("VOCdevkit", "VOC2012")
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self._check_layout()
         name = type(self).__name__

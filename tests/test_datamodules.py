@@ -396,7 +396,7 @@ def test_jsonargparse_sees_base_arguments_through_kwargs() -> None:
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(MNIST, "data")
     defaults = parser.get_defaults().data
-    assert defaults.data_dir == "data" and defaults.download is False
+    assert defaults.data_dir is None and defaults.download is False  # None: $ZOO_DATA or data/
     assert defaults.batch_size == 64 and defaults.image_size is None
     assert parser.parse_args(["--data.image_size", "224"]).data.image_size == 224
 
@@ -447,7 +447,7 @@ def test_public_api() -> None:
     assert set(datamodules.__all__) == {
         "ClassificationDataModule", "Digits", "MNIST", "FashionMNIST", "read_idx", "write_idx",
         "SyntheticRegression", "SplitDataModule", "FileDataModule", "FileClassificationDataModule",
-        "ImageFolder", "ImageNetSubset", "load_image", "COCO", "VOCDetection",
+        "ImageFolder", "ImageNetSubset", "load_image", "COCO", "VOCDetection", "DATA_ENV", "data_root",
         "DetectionDataModule", "DigitScenes", "SegmentationDataModule", "VOCSegmentation",
         "COCOSegmentation", "DigitScenesSegmentation", "collate_segmentation",
     }  # fmt: skip
