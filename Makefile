@@ -6,8 +6,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RECIPE ?= configs/classification/lenet_digits.yaml
 RUN    ?= runs/lenet_digits
-# pytest-xdist workers; each is pinned to one thread by tests/conftest.py. Notebooks run as
-# tests too (nbmake), on one epoch.
+# pytest-xdist workers; each is pinned to one thread by tests/conftest.py. The notebooks run as
+# tests too (tests/test_notebooks.py), on one epoch.
 WORKERS ?= auto
 
 .PHONY: install demo test lint clean bench bench-quick

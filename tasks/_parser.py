@@ -2,8 +2,7 @@
 
 :class:`ZooArgumentParser` is Lightning's parser with two repairs: an import path that names
 nothing (``torch.optim.Adamm``) lists what its module has, and ``--a.b.c=null`` below a class's
-``init_args`` arrives as None, not as the string "None". :func:`check_config_files` names a
-``--config`` file that does not exist with the files beside it; :func:`unwrapped` takes the
+``init_args`` arrives as None, not as the string "None". :func:`unwrapped` takes the
 exception a class raised out of jsonargparse's Union wrappers; :func:`model_flags` tells which
 model arguments a command line sets (``--ckpt_path`` keeps them).
 """
@@ -15,7 +14,6 @@ import difflib
 import inspect
 import sys
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -25,7 +23,6 @@ from lightning.pytorch.cli import LightningArgumentParser
 
 __all__ = [
     "ZooArgumentParser",
-    "check_config_files",
     "locate",
     "model_flags",
     "unwrapped",
@@ -126,26 +123,6 @@ def _flags(argv: Sequence[str]) -> Iterator[tuple[str, str | None]]:
                 following if following is None or not following.startswith("--") else None,
             )
         yield key.lstrip("-"), value
-
-
-def check_config_files(parser: LightningArgumentParser, argv: Sequence[str]) -> None:
-    """A ``--config`` file that does not exist: say which ones its folder has."""
-    for key, value in _flags(argv):
-        if key not in ("config", "c") or value is None:
-            continue
-        path = Path(value)
-        if path.suffix not in (".yaml", ".yml", ".json") or path.is_file():
-            continue  # (a YAML string is a config too)
-        folder = path.parent
-        if not folder.is_dir():
-            parser.error(f"config file {value} does not exist, nor does its folder {folder}")
-        choices = sorted(p.name for p in folder.iterdir() if p.suffix in (".yaml", ".yml"))
-        close = difflib.get_close_matches(path.name, choices, n=1)
-        guess = f" Did you mean {folder / close[0]}?" if close else ""
-        parser.error(
-            f"config file {value} does not exist.{guess} {folder} has: "
-            + (", ".join(choices) or "no YAML files")
-        )
 
 
 def _null_flags(argv: Sequence[str]) -> list[list[str]]:

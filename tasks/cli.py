@@ -1,7 +1,8 @@
 """The ``zoo`` command: LightningCLI for ``fit | validate | test | predict``, plus the zoo's own
 ``zoo models`` (the registry as a table), ``zoo kfold`` (K-fold cross-validation, Section 3.6),
-``zoo export`` (a checkpoint as safetensors, ONNX or ``torch.export``, metadata included),
-``zoo scenes`` (the embedded DigitScenes data written as COCO and VOC trees) and ``zoo style``
+``zoo recipes`` (the installed recipes, which ``--config`` takes by name:
+:mod:`tasks.recipes`), ``zoo export`` (a checkpoint as safetensors, ONNX or ``torch.export``,
+metadata included), ``zoo scenes`` (the embedded DigitScenes data written as COCO and VOC trees) and ``zoo style``
 (neural style transfer, Section 14.12: :func:`tasks.style.run_style`).
 
 Model and data are chosen in subclass mode (``class_path`` / ``init_args``); the data module's
@@ -16,9 +17,10 @@ batch (:class:`~tasks.callbacks.ProgressBar`). A logger whose ``save_dir`` is ``
 
 Bad input ends in one message that names the value and the fix: a class that cannot be built
 (an unknown model name, a missing weights file, an optimizer argument out of range) ends
-``zoo fit: <the class's own message>``; an unknown import path or config file lists what exists
-(:mod:`tasks._parser`); ``--ckpt_path`` keeps the command line's model arguments and refuses a
-checkpoint whose weights do not fit the network the config builds.
+``zoo fit: <the class's own message>``; an unknown import path lists what exists
+(:mod:`tasks._parser`), an unknown config file or recipe name the near ones; ``--ckpt_path``
+keeps the command line's model arguments and refuses a checkpoint whose weights do not fit the
+network the config builds.
 """
 
 from __future__ import annotations
@@ -43,13 +45,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 import zoo
-from tasks._parser import (
-    ZooArgumentParser,
-    check_config_files,
-    locate,
-    model_flags,
-    unwrapped,
-)
+from tasks._parser import ZooArgumentParser, locate, model_flags, unwrapped
 from tasks.callbacks import (
     AtomicCheckpointIO,
     NonFiniteLoss,
@@ -57,6 +53,7 @@ from tasks.callbacks import (
     ProgressBar,
     SpeedUp,
 )
+from tasks.recipes import print_recipes, resolve_configs
 from tasks.style import run_style
 from zoo.export import FORMATS, MIN_ONNX_OPSET, export_checkpoint
 from zoo.weights import read_torch_file
@@ -155,9 +152,18 @@ class ZooCLI(LightningCLI):
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         argv = sys.argv[1:] if args is None else args
-        argv = list(argv) if isinstance(argv, (list, tuple)) else []  # (settings as a dict)
-        check_config_files(parser, argv)
-        super().parse_arguments(parser, args)
+        if not isinstance(argv, (list, tuple)):  # settings given as a dict
+            super().parse_arguments(parser, args)
+            self._model_flags = []
+            return
+        try:
+            argv = resolve_configs(argv)  # recipe names -> the installed files
+        except ValueError as error:
+            parser.error(str(error))
+        if args is None:  # the command line, read here (Lightning warns when given both)
+            self.config = parser.parse_args(argv)
+        else:
+            super().parse_arguments(parser, argv)
         self._model_flags = model_flags(argv)
 
     def _parse_ckpt_path(self) -> None:
@@ -545,6 +551,8 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:1] == ["models"]:
         print_models(args[1:])
+    elif args[:1] == ["recipes"]:
+        print_recipes(args[1:])
     elif args[:1] == ["kfold"]:
         run_kfold(args[1:])
     elif args[:1] == ["export"]:

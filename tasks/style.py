@@ -32,6 +32,7 @@ from torchvision.transforms.v2 import functional as TF
 
 import zoo
 from tasks._figures import log_png
+from tasks.recipes import resolve_configs
 
 __all__ = [
     "PACKAGED_PHOTOS",
@@ -465,6 +466,10 @@ def run_style(argv: list[str]) -> Path:
     parser.add_argument("--init", type=str, choices=["content", "noise"], default=default["init"])
     parser.add_argument("--accelerator", type=str, default="auto", help="auto, cpu, gpu...")
     parser.add_argument("--seed", type=int, default=0)
+    try:
+        argv = resolve_configs(argv)  # --config style/chelsea_coffee: the installed recipe
+    except ValueError as error:
+        raise SystemExit(f"zoo style: {error}") from error
     args = parser.parse_args(argv)
     weights = None if str(args.weights).lower() in ("none", "null") else args.weights
     out = Path(args.out)
