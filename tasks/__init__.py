@@ -1,6 +1,7 @@
 """lightning-zoo's training room: LightningModules for each task, and the ``zoo`` CLI."""
 
 from tasks._base import ZooTask
+from tasks._quiet import quiet_lightning
 from tasks.callbacks import AtomicCheckpointIO, NonFiniteLoss, NonFiniteLossGuard, SpeedUp
 from tasks.classification import ImageClassifier
 from tasks.detection import COCOResultsWriter, ObjectDetector
@@ -21,6 +22,7 @@ __all__ = [
     "StyleTransfer",
     "ZooTask",
     "gram_matrix",
+    "quiet_lightning",
     "regression_loss",
     "segmentation_loss",
     "total_variation",

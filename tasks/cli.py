@@ -27,12 +27,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import logging
 import os
 import re
 import statistics
 import sys
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +44,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 import zoo
 from tasks._parser import ZooArgumentParser, locate, model_flags, unwrapped
+from tasks._quiet import quiet_lightning
 from tasks.callbacks import (
     AtomicCheckpointIO,
     NonFiniteLoss,
@@ -68,34 +67,6 @@ LINKS = (("num_classes", "num_classes"), ("in_channels", "in_channels"), ("class
 # optional package not installed, a keyword the builder does not take): the command ends with
 # its message alone. Anything else is a bug and keeps its traceback.
 _INPUT_ERRORS = (ValueError, OSError, ImportError, TypeError)
-
-
-# Lightning's own chatter that a zoo run does not act on: its adverts for its cloud logger and
-# checkpoint uploader (litlogger, litmodels; printed by every Trainer) and a deprecation inside
-# Lightning that torch 2.10+ reports on every validation loop (LeafSpec). Each is matched by its
-# text and where it comes from, so every other message and warning stays.
-_LIGHTNING_TIPS = "💡 Tip: For seamless cloud"
-_RANK_ZERO_LOGGERS = (
-    "lightning.pytorch.utilities.rank_zero",
-    "lightning.fabric.utilities.rank_zero",
-)
-
-
-def _not_a_lightning_tip(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith(_LIGHTNING_TIPS)
-
-
-def _quiet_lightning_chatter() -> None:
-    for name in _RANK_ZERO_LOGGERS:
-        logger = logging.getLogger(name)
-        if _not_a_lightning_tip not in logger.filters:
-            logger.addFilter(_not_a_lightning_tip)
-    warnings.filterwarnings(
-        "ignore",
-        message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-        category=FutureWarning,
-        module=r"lightning\.pytorch\.utilities\._pytree",
-    )
 
 
 def _checkpoint_dir(default_root_dir: str | None) -> str | None:
@@ -147,7 +118,7 @@ class ZooCLI(LightningCLI):
         kwargs.setdefault("auto_configure_optimizers", False)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_class", ZooArgumentParser)
-        _quiet_lightning_chatter()
+        quiet_lightning()
         super().__init__(LightningModule, LightningDataModule, *args, **kwargs)
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:

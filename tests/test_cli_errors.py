@@ -297,8 +297,8 @@ def _fit_output(capfd, caplog, root: str) -> tuple[list[str], str]:
 def test_fit_output_has_no_lightning_chatter_but_real_warnings(capfd, caplog, monkeypatch):
     caplog.set_level(logging.INFO)
     with monkeypatch.context() as unquieted:
-        unquieted.setattr(tasks.cli, "_quiet_lightning_chatter", lambda: None)
-        for name in tasks.cli._RANK_ZERO_LOGGERS:  # (logging filters outlive a test)
+        unquieted.setattr(tasks.cli, "quiet_lightning", lambda: None)
+        for name in tasks._quiet._RANK_ZERO_LOGGERS:  # (logging filters outlive a test)
             unquieted.setattr(logging.getLogger(name), "filters", [])
         shown, printed = _fit_output(capfd, caplog, "unquieted")
     assert any("LeafSpec" in m for m in shown) and "litlogger" in printed  # what there was

@@ -225,3 +225,20 @@ def test_progress_bar_is_redrawn_on_a_clock(monkeypatch):
     assert [bar._should_update(n, 6) for n in range(1, 7)] == [1, 0, 0, 1, 0, 1]
     quiet = ZooCLI(args=[f"--config={RECIPE}", "--trainer.enable_progress_bar=false"], run=False)
     assert quiet.trainer.progress_bar_callback is None
+
+
+def test_quiet_lightning_for_a_notebook_keeps_warnings(monkeypatch):
+    """``quiet_lightning(info=False)``: Lightning's INFO lines (devices, seeds, restored
+    checkpoints) go, its warnings stay; ``zoo`` itself keeps the INFO lines."""
+    import logging
+
+    from tasks import quiet_lightning
+
+    for name in ("lightning.pytorch", "lightning.fabric"):  # (levels outlive a test)
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
+    seeds = logging.getLogger("lightning.fabric.utilities.rank_zero")
+    quiet_lightning()
+    assert seeds.isEnabledFor(logging.INFO)
+    quiet_lightning(info=False)
+    assert not seeds.isEnabledFor(logging.INFO) and seeds.isEnabledFor(logging.WARNING)
+    assert not logging.getLogger("lightning.pytorch.callbacks").isEnabledFor(logging.INFO)
