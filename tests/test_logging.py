@@ -227,18 +227,22 @@ def test_progress_bar_is_redrawn_on_a_clock(monkeypatch):
     assert quiet.trainer.progress_bar_callback is None
 
 
-def test_quiet_lightning_for_a_notebook_keeps_warnings(monkeypatch):
+def test_quiet_lightning_for_a_notebook_keeps_warnings():
     """``quiet_lightning(info=False)``: Lightning's INFO lines (devices, seeds, restored
     checkpoints) go, its warnings stay; ``zoo`` itself keeps the INFO lines."""
     import logging
 
     from tasks import quiet_lightning
 
-    for name in ("lightning.pytorch", "lightning.fabric"):  # (levels outlive a test)
-        monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
+    parents = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in parents]
     seeds = logging.getLogger("lightning.fabric.utilities.rank_zero")
-    quiet_lightning()
-    assert seeds.isEnabledFor(logging.INFO)
-    quiet_lightning(info=False)
-    assert not seeds.isEnabledFor(logging.INFO) and seeds.isEnabledFor(logging.WARNING)
-    assert not logging.getLogger("lightning.pytorch.callbacks").isEnabledFor(logging.INFO)
+    try:
+        quiet_lightning()
+        assert seeds.isEnabledFor(logging.INFO)
+        quiet_lightning(info=False)
+        assert not seeds.isEnabledFor(logging.INFO) and seeds.isEnabledFor(logging.WARNING)
+        assert not logging.getLogger("lightning.pytorch.callbacks").isEnabledFor(logging.INFO)
+    finally:  # setLevel also clears logging's cache of effective levels
+        for logger, level in zip(parents, levels, strict=True):
+            logger.setLevel(level)
