@@ -351,22 +351,40 @@ class ZooCLI(LightningCLI):
     after_fit = after_validate = after_test = after_predict = _finish_wandb_runs
 
 
+def _flops(name: str) -> str:
+    """FLOPs of one forward pass at the registered input size, counted from shapes alone (on the
+    meta device: no weights, no arithmetic). A detector's pass depends on the values (the boxes
+    NMS keeps), so it has no such count."""
+    info = zoo.model_info(name)
+    if info.task == "detection":
+        return "-"
+    with torch.device("meta"):
+        model = zoo.create_model(name)
+    flops = zoo.count_flops(model, info.input_size)
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if flops >= scale:
+            return f"{flops / scale:.3g} {unit}"
+    return str(flops)
+
+
 def models_table(
     pattern: str = "*", task: str | None = None, markdown: bool = False, pretrained: bool = False
 ) -> str:
     """The registry as a text table (``zoo models``) or a Markdown one (the README's); the
-    ``weights`` column says which models ``weights="torchvision"`` serves."""
-    header = ("name", "task", "family", "input", "params", "weights")
+    ``weights`` column says which models ``weights="torchvision"`` serves, ``FLOPs`` what one
+    forward pass costs at the ``input`` size (:func:`_flops`)."""
+    header = ("name", "task", "family", "input", "params", "FLOPs", "weights")
     rows = [header]
     for name in zoo.list_models(pattern, task=task, pretrained=pretrained):
         info = zoo.model_info(name)
         size = "x".join(map(str, info.input_size))
         weights = "torchvision" if info.torchvision_weights else ""
-        rows.append((name, info.task, info.family, size, f"{info.num_params:,}", weights))
+        params = f"{info.num_params:,}"
+        rows.append((name, info.task, info.family, size, params, _flops(name), weights))
     if markdown:  # with the course section each builder's docstring cites
         lines = [
-            "| name | course | task | family | input | params | weights |",
-            "|" + " --- |" * 5 + " ---: | --- |",
+            "| name | course | task | family | input | params | FLOPs | weights |",
+            "|" + " --- |" * 5 + " ---: | ---: | --- |",
         ]
         for name, *rest in rows[1:]:
             cited = re.search(
@@ -379,7 +397,7 @@ def models_table(
     lines = []
     for i, row in enumerate(rows):
         pairs = enumerate(zip(row, widths, strict=True))
-        cells = [c.rjust(w) if j == 4 else c.ljust(w) for j, (c, w) in pairs]
+        cells = [c.rjust(w) if j in (4, 5) else c.ljust(w) for j, (c, w) in pairs]
         lines.append("  ".join(cells).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -517,6 +535,17 @@ def write_scenes(argv: list[str]) -> Path:
     return root
 
 
+def _bad_data(error: BaseException) -> bool:
+    """Whether a data module raised ``error`` about its files or arguments (missing IDX files, a
+    COCO root that is no folder, a corrupt image): raised in ``datamodules`` itself, so the
+    message names the file and the fix."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    module = frame.tb_frame.f_globals.get("__name__", "") if frame is not None else ""
+    return isinstance(error, (OSError, ValueError)) and module.startswith("datamodules.")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``zoo`` console script (``argv`` for calls from Python and tests)."""
     args = sys.argv[1:] if argv is None else list(argv)
@@ -536,10 +565,12 @@ def main(argv: list[str] | None = None) -> None:
         try:
             ZooCLI(args=argv)  # None: LightningCLI reads sys.argv itself
         except Exception as error:
-            # A class that could not be built, or a guarded stop: the message says what and
-            # how to fix it, so it is all the user sees (`ZooCLI(...)` in Python keeps the
-            # traceback). Other failures are bugs, with their traceback.
-            if not (getattr(error, "zoo_instantiating", False) or isinstance(error, NonFiniteLoss)):
+            # A class that could not be built, data a data module cannot read, or a guarded
+            # stop: the message says what and how to fix it, so it is all the user sees
+            # (`ZooCLI(...)` in Python keeps the traceback). Other failures are bugs, with
+            # their traceback.
+            expected = getattr(error, "zoo_instantiating", False) or _bad_data(error)
+            if not (expected or isinstance(error, NonFiniteLoss)):
                 raise
             readable = isinstance(error, (ValueError, OSError, RuntimeError, ImportError))
             message = str(error) if readable else f"{type(error).__name__}: {error}"

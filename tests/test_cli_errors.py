@@ -116,6 +116,16 @@ def test_datamodule_error_reaches_the_user_as_raised():
     assert message.startswith("zoo fit: Digits: val_fraction=2.0 must be in [0, 1)")
 
 
+def test_missing_data_files_end_the_command_with_their_message(tmp_path, monkeypatch):
+    """A data module's own error while it prepares its data (here, Fashion-MNIST's IDX files
+    are not in an empty data folder) ends in its message, as a bad argument does."""
+    monkeypatch.setenv("ZOO_DATA", str(tmp_path))
+    recipe = str(CONFIGS / "classification" / "lenet_fashion_mnist.yaml")
+    message = _exit_message(["fit", "--config", recipe])
+    assert message.startswith("zoo fit: FashionMNIST: missing train-images-idx3-ubyte, ")
+    assert f"searched {tmp_path} and {tmp_path}/FashionMNIST/raw" in message
+
+
 def test_errors_while_training_keep_their_traceback(monkeypatch):
     """Only what is raised while building is shortened: a bug in a training step is a bug."""
 
