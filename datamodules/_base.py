@@ -17,6 +17,7 @@ set), and the dataloaders. Two storages build on it:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -112,6 +113,9 @@ class SplitDataModule(L.LightningDataModule):
         # Recorded in checkpoints, so a run's data settings travel with its weights. Lightning
         # collects the arguments of every subclass's __init__ on the call stack.
         self.save_hyperparameters()
+        for key, value in self.hparams.items():
+            if isinstance(value, os.PathLike):  # a pickled Path would make weights_only refuse
+                self.hparams[key] = os.fspath(value)  # the checkpoint (zoo.load, --ckpt_path)
 
         self.batch_size = batch_size
         self.num_workers = num_workers

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os
 import re
 import statistics
@@ -351,6 +352,7 @@ class ZooCLI(LightningCLI):
     after_fit = after_validate = after_test = after_predict = _finish_wandb_runs
 
 
+@functools.cache  # (a few seconds for the whole registry, asked by every listing)
 def _flops(name: str) -> str:
     """FLOPs of one forward pass at the registered input size, counted from shapes alone (on the
     meta device: no weights, no arithmetic). A detector's pass depends on the values (the boxes

@@ -206,7 +206,8 @@ def test_zoo_models_prints_the_registry(capsys):
     main(["models"])
     out = capsys.readouterr().out
     assert f"{len(zoo.list_models())} models" in out
-    assert re.search(r"resnet18\s+classification\s+resnet\s+3x224x224\s+11,689,512", out)
+    assert re.search(r"resnet18\s+classification\s+resnet\s+3x224x224\s+11,689,512\s+3.63 G", out)
+    assert re.search(r"tinyssd\s+detection\s+tinyssd\s+3x256x256\s+1,010,376\s+-", out)
     main(["models", "vgg*", "--task", "classification"])
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 + 8 + 1 and lines[-1] == "8 models"

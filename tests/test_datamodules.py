@@ -404,6 +404,8 @@ def test_jsonargparse_sees_base_arguments_through_kwargs() -> None:
 def test_hyperparameters_are_recorded_for_checkpoints(tmp_path: Path) -> None:
     hparams = MNIST(data_dir=str(tmp_path), batch_size=16).hparams
     assert hparams["data_dir"] == str(tmp_path) and hparams["batch_size"] == 16
+    # A Path from Python is recorded as text: checkpoints load with weights_only=True.
+    assert MNIST(data_dir=tmp_path).hparams["data_dir"] == str(tmp_path)
     assert Digits(num_folds=3, fold=1).hparams["fold"] == 1
 
 
