@@ -23,10 +23,11 @@ def _build_alexnet(
     num_classes: int,
     in_channels: int,
     dropout: float,
+    hidden_width: int,
     **kwargs,
 ) -> Classifier:
     """Five convolutions (11x11/4, 5x5, three 3x3) in four stages at strides 4 to 32, an adaptive
-    average pool and two 4096-wide dense layers with dropout.
+    average pool and two hidden dense layers with dropout.
 
     Args:
         widths: output channels of the five convolutions.
@@ -34,6 +35,7 @@ def _build_alexnet(
         pooled_size: side of the pooled map that feeds the dense layers.
         dropout_first: dropout before each hidden dense layer (torchvision) instead of after it
             (the course).
+        hidden_width: width of the two hidden dense layers.
     """
     c1, c2, c3, c4, c5 = widths
     relu = nn.ReLU
@@ -61,14 +63,14 @@ def _build_alexnet(
     )
 
     def hidden(in_features: int) -> list[nn.Module]:
-        layers = [nn.Linear(in_features, 4096), relu(inplace=True)]
+        layers = [nn.Linear(in_features, hidden_width), relu(inplace=True)]
         return [nn.Dropout(dropout), *layers] if dropout_first else [*layers, nn.Dropout(dropout)]
 
     pre_logits = nn.Sequential(
         nn.AdaptiveAvgPool2d(pooled_size),
         nn.Flatten(),
         *hidden(c5 * pooled_size * pooled_size),
-        *hidden(4096),
+        *hidden(hidden_width),
     )
     info = [
         FeatureInfo("stage1", c1, 4),
@@ -76,26 +78,39 @@ def _build_alexnet(
         FeatureInfo("stage3", c5, 16),
         FeatureInfo("stage4", c5, 32),
     ]
-    return Classifier(features, pre_logits, 4096, num_classes, in_channels, info, **kwargs)
+    return Classifier(features, pre_logits, hidden_width, num_classes, in_channels, info, **kwargs)
 
 
 @register_model(task="classification", input_size=(3, 224, 224))
 def alexnet(
-    *, num_classes: int = 1000, in_channels: int = 3, dropout: float = 0.5, **kwargs
+    *,
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    dropout: float = 0.5,
+    width_divisor: int = 1,
+    **kwargs,
 ) -> Classifier:
     """AlexNet (Section 8.1.2): the paper's widths 96-256-384-384-256, two 4096-wide dense layers.
 
     The course's 224x224 input ends in a 5x5 map; an adaptive average pool to 5x5 (torchvision
-    does the same at 6x6) lets any input from 63x63 up feed the same dense layers.
+    does the same at 6x6) lets any input from 65x65 up feed the same dense layers (the first
+    convolution is padded by 1, not torchvision's 2, so 63 and 64 end in an empty map).
+
+    ``width_divisor`` divides every convolution's channels and the dense layers' 4096 (never
+    below 1): the course trains VGG-11 on Fashion-MNIST with ``4`` to keep it affordable
+    (Section 8.2.3), and the same narrowing lets AlexNet learn small data in seconds.
     """
+    if width_divisor < 1:
+        raise ValueError(f"width_divisor must be >= 1, got {width_divisor}")
     return _build_alexnet(
-        (96, 256, 384, 384, 256),
+        tuple(max(1, width // width_divisor) for width in (96, 256, 384, 384, 256)),
         padding=1,
         pooled_size=5,
         dropout_first=False,
         num_classes=num_classes,
         in_channels=in_channels,
         dropout=dropout,
+        hidden_width=max(1, 4096 // width_divisor),
         **kwargs,
     )
 
@@ -142,5 +157,6 @@ def alexnet_torchvision(
         num_classes=num_classes,
         in_channels=in_channels,
         dropout=dropout,
+        hidden_width=4096,
         **kwargs,
     )

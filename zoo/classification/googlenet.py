@@ -40,11 +40,38 @@ _INFO = [
 ]
 
 
+def _narrowed(width_divisor: int) -> tuple[dict[str, tuple[tuple, ...]], list[FeatureInfo]]:
+    """``_INCEPTIONS`` and ``_INFO`` with every convolution's channels divided (never below 1).
+
+    Each block's input is the previous block's output: the sum of four divided widths, which can
+    differ from the table's input divided (``width_divisor=1`` gives the table back).
+    """
+
+    def narrow(width: int) -> int:
+        return max(1, width // width_divisor)
+
+    info = [FeatureInfo(full.name, narrow(full.channels), full.stride) for full in _INFO[:2]]
+    channels = info[-1].channels
+    inceptions: dict[str, tuple[tuple, ...]] = {}
+    for (stage, configs), full in zip(_INCEPTIONS.items(), _INFO[2:], strict=True):
+        narrowed = []
+        for _, c1, c2, c3, c4 in configs:
+            c1, c2, c3, c4 = narrow(c1), tuple(map(narrow, c2)), tuple(map(narrow, c3)), narrow(c4)
+            narrowed.append((channels, c1, c2, c3, c4))
+            channels = c1 + c2[1] + c3[1] + c4
+        inceptions[stage] = tuple(narrowed)
+        info.append(FeatureInfo(stage, channels, full.stride))
+    return inceptions, info
+
+
 def _inception_stages(
-    block: type[nn.Module], pool3: nn.Module, pool4: nn.Module
+    block: type[nn.Module],
+    pool3: nn.Module,
+    pool4: nn.Module,
+    inceptions: dict[str, tuple[tuple, ...]] = _INCEPTIONS,
 ) -> dict[str, nn.Sequential]:
     """Stages b3-b5: Inception blocks, with a stride-2 max-pool closing b3 and b4."""
-    stages = {name: [block(*config) for config in configs] for name, configs in _INCEPTIONS.items()}
+    stages = {name: [block(*config) for config in configs] for name, configs in inceptions.items()}
     return {
         "b3": nn.Sequential(*stages["b3"], pool3),
         "b4": nn.Sequential(*stages["b4"], pool4),
@@ -106,12 +133,22 @@ class _TransformInput(nn.Module):
 
 
 @register_model(task="classification", input_size=(3, 224, 224))
-def googlenet(*, num_classes: int = 1000, in_channels: int = 3, **kwargs) -> Classifier:
+def googlenet(
+    *, num_classes: int = 1000, in_channels: int = 3, width_divisor: int = 1, **kwargs
+) -> Classifier:
     """GoogLeNet: a 7x7 stem, a 1x1/3x3 stage, then 2 + 5 + 2 Inception blocks (Section 8.4.2).
 
     As in the course there is no batch norm and no auxiliary classifier; each of the first four
     stages ends with a stride-2 3x3 max-pool, so the last map is at stride 32.
+
+    ``width_divisor`` divides every convolution's channels, in the stem and in each Inception
+    path (never below 1): the course trains VGG-11 on Fashion-MNIST with ``4`` to keep it
+    affordable (Section 8.2.3), and the same narrowing lets GoogLeNet learn small data in seconds.
     """
+    if width_divisor < 1:
+        raise ValueError(f"width_divisor must be >= 1, got {width_divisor}")
+    inceptions, info = _narrowed(width_divisor)
+    c1, c2 = info[0].channels, info[1].channels
     relu = nn.ReLU
 
     def pool() -> nn.MaxPool2d:
@@ -121,21 +158,22 @@ def googlenet(*, num_classes: int = 1000, in_channels: int = 3, **kwargs) -> Cla
         OrderedDict(
             {
                 "b1": nn.Sequential(
-                    nn.Conv2d(in_channels, 64, 7, stride=2, padding=3), relu(inplace=True), pool()
+                    nn.Conv2d(in_channels, c1, 7, stride=2, padding=3), relu(inplace=True), pool()
                 ),
                 "b2": nn.Sequential(
-                    nn.Conv2d(64, 64, 1),
+                    nn.Conv2d(c1, c1, 1),
                     relu(inplace=True),
-                    nn.Conv2d(64, 192, 3, padding=1),
+                    nn.Conv2d(c1, c2, 3, padding=1),
                     relu(inplace=True),
                     pool(),
                 ),
-                **_inception_stages(Inception, pool(), pool()),
+                **_inception_stages(Inception, pool(), pool(), inceptions),
             }
         )
     )
     pre_logits = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-    return Classifier(features, pre_logits, 1024, num_classes, in_channels, _INFO, **kwargs)
+    num_features = info[-1].channels
+    return Classifier(features, pre_logits, num_features, num_classes, in_channels, info, **kwargs)
 
 
 # torchvision's top-level modules -> the zoo's stages; inside them, BasicConv2d's conv/bn are the

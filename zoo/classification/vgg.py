@@ -57,7 +57,7 @@ def _build_vgg(
     info = []
     channels = in_channels
     for i, (num_convs, width) in enumerate(arch, start=1):
-        width //= width_divisor
+        width = max(1, width // width_divisor)
         stages[f"block{i}"] = vgg_block(num_convs, channels, width, batch_norm)
         info.append(FeatureInfo(f"block{i}", width, 2**i))
         channels = width
