@@ -10,6 +10,7 @@ from torch import nn
 
 from zoo._registry import register_model
 from zoo.classification._base import Classifier, FeatureInfo
+from zoo.layers import narrow
 
 __all__ = ["alexnet", "alexnet_torchvision"]
 
@@ -100,17 +101,16 @@ def alexnet(
     below 1): the course trains VGG-11 on Fashion-MNIST with ``4`` to keep it affordable
     (Section 8.2.3), and the same narrowing lets AlexNet learn small data in seconds.
     """
-    if width_divisor < 1:
-        raise ValueError(f"width_divisor must be >= 1, got {width_divisor}")
+    *widths, hidden_width = narrow((96, 256, 384, 384, 256, 4096), width_divisor)
     return _build_alexnet(
-        tuple(max(1, width // width_divisor) for width in (96, 256, 384, 384, 256)),
+        tuple(widths),
         padding=1,
         pooled_size=5,
         dropout_first=False,
         num_classes=num_classes,
         in_channels=in_channels,
         dropout=dropout,
-        hidden_width=max(1, 4096 // width_divisor),
+        hidden_width=hidden_width,
         **kwargs,
     )
 

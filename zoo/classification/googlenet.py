@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from zoo._registry import register_model
 from zoo.classification._base import Classifier, FeatureInfo
-from zoo.layers import Conv2dNormActivation, Inception, InitScheme
+from zoo.layers import Conv2dNormActivation, Inception, InitScheme, narrow
 
 __all__ = ["InceptionBN", "googlenet", "googlenet_torchvision"]
 
@@ -47,19 +47,22 @@ def _narrowed(width_divisor: int) -> tuple[dict[str, tuple[tuple, ...]], list[Fe
     differ from the table's input divided (``width_divisor=1`` gives the table back).
     """
 
-    def narrow(width: int) -> int:
-        return max(1, width // width_divisor)
-
-    info = [FeatureInfo(full.name, narrow(full.channels), full.stride) for full in _INFO[:2]]
+    stem = _INFO[:2]
+    widths = narrow([full.channels for full in stem], width_divisor)
+    info = [FeatureInfo(full.name, w, full.stride) for full, w in zip(stem, widths, strict=True)]
     channels = info[-1].channels
     inceptions: dict[str, tuple[tuple, ...]] = {}
     for (stage, configs), full in zip(_INCEPTIONS.items(), _INFO[2:], strict=True):
-        narrowed = []
+        blocks = []
         for _, c1, c2, c3, c4 in configs:
-            c1, c2, c3, c4 = narrow(c1), tuple(map(narrow, c2)), tuple(map(narrow, c3)), narrow(c4)
-            narrowed.append((channels, c1, c2, c3, c4))
+            (c1, c4), c2, c3 = (
+                narrow((c1, c4), width_divisor),
+                narrow(c2, width_divisor),
+                narrow(c3, width_divisor),
+            )
+            blocks.append((channels, c1, c2, c3, c4))
             channels = c1 + c2[1] + c3[1] + c4
-        inceptions[stage] = tuple(narrowed)
+        inceptions[stage] = tuple(blocks)
         info.append(FeatureInfo(stage, channels, full.stride))
     return inceptions, info
 
@@ -145,8 +148,6 @@ def googlenet(
     path (never below 1): the course trains VGG-11 on Fashion-MNIST with ``4`` to keep it
     affordable (Section 8.2.3), and the same narrowing lets GoogLeNet learn small data in seconds.
     """
-    if width_divisor < 1:
-        raise ValueError(f"width_divisor must be >= 1, got {width_divisor}")
     inceptions, info = _narrowed(width_divisor)
     c1, c2 = info[0].channels, info[1].channels
     relu = nn.ReLU

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from zoo._registry import register_model
 from zoo.classification._base import Classifier, FeatureInfo
-from zoo.layers import nin_block
+from zoo.layers import narrow, nin_block
 
 __all__ = ["NiN", "nin"]
 
@@ -53,9 +53,7 @@ def nin(
     with ``4`` to keep it affordable (Section 8.2.3), and the same narrowing lets NiN learn small
     data in seconds.
     """
-    if width_divisor < 1:
-        raise ValueError(f"width_divisor must be >= 1, got {width_divisor}")
-    c1, c2, c3 = (max(1, width // width_divisor) for width in (96, 256, 384))
+    c1, c2, c3 = narrow((96, 256, 384), width_divisor)
     features = nn.Sequential(
         OrderedDict(
             {

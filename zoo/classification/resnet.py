@@ -13,7 +13,7 @@ from torch import nn
 
 from zoo._registry import register_model
 from zoo.classification._base import Classifier, FeatureInfo
-from zoo.layers import BasicBlock, Bottleneck, Conv2dNormActivation
+from zoo.layers import BasicBlock, Bottleneck, Conv2dNormActivation, narrow
 
 __all__ = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 
@@ -58,14 +58,12 @@ def _build_resnet(
     receptive fields grow as before, and the weights are unchanged (DeepLab's atrous
     convolution; ``(False, True, True)`` gives output stride 8, what FCN and DeepLabV3 use).
     """
-    if width_divisor < 1:
-        raise ValueError(f"width_divisor must be >= 1, got {width_divisor}")
     if len(replace_stride_with_dilation) != 3:
         raise ValueError(
             f"replace_stride_with_dilation={list(replace_stride_with_dilation)} needs 3 "
             "booleans, one each for layer2, layer3 and layer4"
         )
-    stem_width, *widths = (max(1, width // width_divisor) for width in (64, 64, 128, 256, 512))
+    stem_width, *widths = narrow((64, 64, 128, 256, 512), width_divisor)
     stem = nn.Sequential(
         Conv2dNormActivation(in_channels, stem_width, kernel_size=7, stride=2, padding=3),
         nn.MaxPool2d(3, stride=2, padding=1),

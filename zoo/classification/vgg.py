@@ -13,7 +13,7 @@ from torch import nn
 
 from zoo._registry import register_model
 from zoo.classification._base import Classifier, FeatureInfo
-from zoo.layers import vgg_block
+from zoo.layers import narrow, vgg_block
 
 __all__ = [
     "VGG_ARCHS",
@@ -51,13 +51,11 @@ def _build_vgg(
     ``width_divisor`` divides every block's channels: the course trains VGG-11 on Fashion-MNIST
     with ``4`` to keep it affordable (Section 8.2.3).
     """
-    if width_divisor < 1:
-        raise ValueError(f"width_divisor must be >= 1, got {width_divisor}")
     stages: dict[str, nn.Module] = {}
     info = []
     channels = in_channels
-    for i, (num_convs, width) in enumerate(arch, start=1):
-        width = max(1, width // width_divisor)
+    widths = narrow([width for _, width in arch], width_divisor)
+    for i, ((num_convs, _), width) in enumerate(zip(arch, widths, strict=True), start=1):
         stages[f"block{i}"] = vgg_block(num_convs, channels, width, batch_norm)
         info.append(FeatureInfo(f"block{i}", width, 2**i))
         channels = width
