@@ -176,6 +176,12 @@ def create_model(
     info = model_info(name)
     if weights is None and pretrained_cfg_overlay is None:
         return info.builder(**kwargs)
+    divisor = kwargs.get("width_divisor", 1)
+    if divisor != 1 and str(weights).startswith("torchvision"):  # (before any download)
+        raise ValueError(
+            f"width_divisor={divisor} narrows {name!r}, but torchvision's weights fit only its "
+            "published widths: drop width_divisor, or pass weights=None to train it from scratch"
+        )
     from zoo.weights import load_weights, scratch_config  # they build on this module
 
     if weights is None:  # a config to train towards, e.g. the data's mean and std

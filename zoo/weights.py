@@ -273,13 +273,6 @@ def _load_torchvision(
             f"torchvision has no weights for {info.name!r}; these models have them: "
             f"{list_models(pretrained=True)}. For other weights pass a file or URL as weights="
         )
-    divisor = kwargs.get("width_divisor", 1)
-    if divisor != 1:  # before the download: these weights fit the published widths only
-        raise ValueError(
-            f"width_divisor={divisor} narrows {info.name!r}, but torchvision's weights "
-            f"({info.torchvision_weights}) fit only its published widths: drop width_divisor, "
-            "or pass weights=None to train the narrowed network from scratch"
-        )
     enum_name = info.torchvision_weights.split(".")[0]
     entry = entry or info.torchvision_weights
     try:
